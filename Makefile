@@ -1,0 +1,36 @@
+# Two entry points: `make demo` (set-up + the main job) and `make test` (set-up + the whole suite).
+# Both create .venv when it is missing and (re)install the project when pyproject.toml changes.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.fcs-installed
+DEMO   := demo
+
+.PHONY: demo test lint bench clean-demo
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+demo: $(STAMP)
+	rm -rf $(DEMO)
+	$(VENV)/bin/fcs synth $(DEMO)/raw --episodes 12 --min-len 60 --max-len 100 --seed 0
+	$(VENV)/bin/fcs validate $(DEMO)/raw
+
+bench: $(STAMP)
+	$(PY) benchmarks/validate.py
+
+clean-demo:
+	rm -rf $(DEMO)

@@ -1,0 +1,3 @@
+from fcs.cli import main
+
+main()

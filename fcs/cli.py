@@ -1,0 +1,165 @@
+"""`fcs`: validate, convert and train on Isaac Sim Franka cube-stacking episodes.
+
+Exit codes: 0 success, 1 the data or the job failed (errors are printed with file, episode and
+field), 2 the command line was wrong.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fcs import __version__
+from fcs.views import console, err_console, print_report, progress_bar
+from fcs_data.errors import FcsError
+
+app = typer.Typer(
+    name="fcs",
+    help="Isaac Sim Franka cube-stacking episodes -> validated Zarr stores -> DINO-WM world models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+LayoutOpt = Annotated[
+    str | None,
+    typer.Option("--layout", "-l", help="built-in layout name (see `fcs layouts`) or a layout YAML/JSON file"),
+]
+
+
+def parse_episode_spec(spec: str) -> list[int]:
+    """`"0-9,15,20-22"` -> [0, ..., 9, 15, 20, 21, 22]."""
+    out: set[int] = set()
+    for part in spec.split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            raise typer.BadParameter(f"{part!r} is not an episode number or range like 3-7", param_hint="--episodes")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo:
+            raise typer.BadParameter(f"range {part!r} runs backwards", param_hint="--episodes")
+        out.update(range(lo, hi + 1))
+    return sorted(out)
+
+
+def _layout(name: str | None):
+    from fcs_data.schemas import get_layout
+
+    try:
+        return get_layout(name)
+    except (KeyError, FileNotFoundError, ValueError) as e:
+        raise typer.BadParameter(str(e).strip("'\""), param_hint="--layout") from e
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"fcs {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version")]
+    = False,
+) -> None:
+    """Isaac Sim Franka cube-stacking episodes -> validated Zarr stores -> DINO-WM world models."""
+
+
+@app.command()
+def layouts(
+    show: Annotated[str | None, typer.Argument(help="print this layout in full (YAML)")] = None,
+) -> None:
+    """List the built-in logger layouts, or print one to copy and adapt."""
+    import yaml
+    from rich.table import Table
+
+    from fcs_data.schemas import DEFAULT_LAYOUT, builtin_layouts
+
+    if show is not None:
+        layout = _layout(show)
+        console.print(yaml.safe_dump(layout.model_dump(mode="json"), sort_keys=False), end="")
+        return
+    table = Table()
+    table.add_column("name", no_wrap=True, min_width=max(len(n) for n in builtin_layouts()) + 10)
+    for col in ("state", "action", "frames", "actions", "sources"):
+        table.add_column(col, overflow="fold")
+    for name, lay in builtin_layouts().items():
+        o = lay.observation
+        table.add_row(
+            name + (" (default)" if name == DEFAULT_LAYOUT else ""),
+            f"{lay.state_dim}: " + ", ".join(f.name for f in lay.state),
+            f"{lay.action_dim}: " + ", ".join(f.name for f in lay.action),
+            f"{o.height}x{o.width}x{o.channels} {o.dtype} {o.channel_order}",
+            lay.action_alignment,
+            lay.sources.kind,
+        )
+    console.print(table)
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="directory to create")],
+    episodes: Annotated[int, typer.Option(min=0, help="number of episodes")] = 8,
+    min_len: Annotated[int, typer.Option(min=2, help="shortest episode (steps)")] = 40,
+    max_len: Annotated[int, typer.Option(min=2, help="longest episode (steps)")] = 80,
+    seed: Annotated[int, typer.Option(help="random seed; episode i depends only on (seed, i)")] = 0,
+    layout: LayoutOpt = None,
+    previews: Annotated[int, typer.Option(min=0, help="PNG previews per episode in NNNNNN/images/")] = 0,
+    step_digits: Annotated[int, typer.Option(min=1, help="per-step HDF5 name width (000.h5); old loggers: 2")] = 3,
+    overwrite: Annotated[bool, typer.Option(help="replace OUT if it exists")] = False,
+) -> None:
+    """Write a synthetic dataset in a logger layout (v1 by default): rendered frames, consistent states."""
+    from fcs_data.synth import synthesize
+
+    if max_len < min_len:
+        raise typer.BadParameter(f"--max-len {max_len} < --min-len {min_len}", param_hint="--max-len")
+    lay = _layout(layout)
+    with progress_bar("synth") as update:
+        path = synthesize(out, episodes=episodes, min_len=min_len, max_len=max_len, seed=seed, layout=lay,
+                          previews=previews, step_digits=step_digits, overwrite=overwrite, progress=update)
+    console.print(f"wrote {episodes} episodes ({lay.name}) to {path}")
+
+
+@app.command()
+def validate(
+    path: Annotated[Path, typer.Argument(exists=True, help="a logger dataset directory or an fcs store")],
+    layout: LayoutOpt = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the full report as JSON here")] = None,
+    strict: Annotated[bool, typer.Option(help="warnings fail too (exit 1)")] = False,
+    episodes: Annotated[str | None, typer.Option(help="only these episodes, e.g. 0-9,15")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="processes checking episodes in parallel")] = None,
+) -> None:
+    """Check a dataset or store; print each kind of finding with its first examples.
+
+    Exit 0 when clean (warnings allowed unless --strict), 1 on errors, 2 on a bad command line.
+    """
+    from fcs_data.validation import validate_source
+
+    lay = _layout(layout)
+    selected = parse_episode_spec(episodes) if episodes else None
+    with progress_bar("validate") as update:
+        try:
+            report = validate_source(path, lay, episodes=selected, workers=workers, progress=update)
+        except LookupError as e:
+            raise typer.BadParameter(str(e).strip("'\""), param_hint="--episodes") from e
+    print_report(report, strict)
+    if json_out is not None:
+        json_out.write_text(report.model_dump_json(indent=2))
+        console.print(f"full report: {json_out}")
+    raise typer.Exit(report.exit_code(strict))
+
+
+def main() -> None:
+    try:
+        app()
+    except (FcsError, FileExistsError, FileNotFoundError, PermissionError) as e:
+        err_console.print(f"[bold red]error:[/] {e}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        sys.exit(130)

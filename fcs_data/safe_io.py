@@ -1,0 +1,94 @@
+"""Reading logger files without executing them.
+
+`.pth` files go through `torch.load(weights_only=True)`; `.pkl` files through an unpickler that
+admits plain data only (builtins containers and scalars, numpy arrays and scalars). Anything else
+raises `UnsafePickleError` naming the file and the refused global, before it can run.
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+import io
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fcs_data.errors import UnreadableFileError, UnsafePickleError
+
+_PLAIN_GLOBALS: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("builtins", "set"),
+        ("builtins", "frozenset"),
+        ("builtins", "complex"),
+        ("builtins", "bytearray"),
+        ("builtins", "slice"),
+        ("collections", "OrderedDict"),
+        ("_codecs", "encode"),  # protocol <= 2 pickles bytes as _codecs.encode(str, "latin1")
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"),  # protocol 5 out-of-band arrays
+        ("numpy._core.numeric", "_frombuffer"),
+    }
+)
+_NUMPY_DTYPE_MODULES = ("numpy.dtypes", "numpy")
+
+
+class _PlainDataUnpickler(pickle.Unpickler):
+    def __init__(self, file: io.BufferedIOBase, path: Path):
+        super().__init__(file)
+        self._path = path
+
+    def find_class(self, module: str, name: str) -> Any:
+        # protocol <= 2 pickles name Python 2 modules (__builtin__.set); judge the Python 3 names
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        if (module, name) in _PLAIN_GLOBALS or (module in _NUMPY_DTYPE_MODULES and name.endswith("DType")):
+            return super().find_class(module, name)
+        raise UnsafePickleError(self._path, f"global {module}.{name}")
+
+
+def load_pickle(path: str | Path) -> Any:
+    """Unpickle plain data from `path`; refuse (without running) anything that names code."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            return _PlainDataUnpickler(f, path).load()
+    except UnsafePickleError:
+        raise
+    except FileNotFoundError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
+        raise UnreadableFileError(path, f"{type(e).__name__}: {e}") from e
+
+
+def load_tensor(path: str | Path, *, mmap: bool = False) -> torch.Tensor:
+    """`torch.load(path, weights_only=True)`, expecting one tensor.
+
+    With `mmap=True` the storage is memory-mapped (files written by `torch.save` since 1.6), so
+    slicing a few frames out of a long episode reads only those pages; older files fall back to a
+    full read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    use_mmap = mmap and zipfile.is_zipfile(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=use_mmap)
+    except pickle.UnpicklingError as e:
+        if "weights_only" in str(e) or "Unsupported global" in str(e) or "GLOBAL" in str(e):
+            first = str(e).strip().splitlines()[0] if str(e).strip() else "a global"
+            raise UnsafePickleError(path, first) from e
+        raise UnreadableFileError(path, f"{type(e).__name__}: {e}") from e
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError) as e:
+        raise UnreadableFileError(path, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+    if not isinstance(obj, torch.Tensor):
+        raise UnreadableFileError(path, f"expected one tensor, found {type(obj).__name__}")
+    return obj

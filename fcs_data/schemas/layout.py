@@ -1,0 +1,223 @@
+"""`Layout`: what a logger wrote, declared as data.
+
+A layout names every slice of the state and action vectors (with units, kinds and bounds),
+describes the observation frames and says where each array lives on disk. The validator,
+the converter and the window sampler all read shapes from here, so a new logger variant is a
+YAML file, not new code.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Literal, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+FieldKind = Literal[
+    "position",  # Cartesian position (m); `reach` enables the workspace check
+    "quaternion_wxyz",  # unit quaternion, scalar first
+    "gripper",  # finger opening (m)
+    "joint_position",  # arm joint angles (rad)
+    "joint_velocity",  # arm joint velocities (rad/s); `derivative_of` names the position field
+    "target",  # an action that targets a state field (`targets`)
+    "other",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VectorField(_Strict):
+    """A named slice `[start, stop)` of a state or action vector."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    start: int = Field(ge=0)
+    stop: int = Field(gt=0)
+    unit: str
+    kind: FieldKind = "other"
+    bounds: list[tuple[float, float]] | None = Field(
+        default=None, description="per-dimension (low, high); values outside are reported"
+    )
+    reach: float | None = Field(default=None, gt=0, description="max distance (m) from `base` for positions")
+    base: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    derivative_of: str | None = Field(default=None, description="state field this is the time derivative of")
+    targets: str | None = Field(default=None, description="state field this action commands")
+
+    @property
+    def width(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def slice(self) -> slice:
+        return slice(self.start, self.stop)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.stop <= self.start:
+            raise ValueError(f"field {self.name!r}: stop ({self.stop}) must be greater than start ({self.start})")
+        if self.bounds is not None:
+            if len(self.bounds) != self.width:
+                raise ValueError(
+                    f"field {self.name!r}: {len(self.bounds)} bounds given for {self.width} dimensions"
+                )
+            for lo, hi in self.bounds:
+                if lo > hi:
+                    raise ValueError(f"field {self.name!r}: bound low {lo} > high {hi}")
+        if self.kind == "quaternion_wxyz" and self.width != 4:
+            raise ValueError(f"field {self.name!r}: a quaternion has 4 dimensions, not {self.width}")
+        if self.reach is not None and self.width != 3:
+            raise ValueError(f"field {self.name!r}: `reach` needs a 3-D position")
+        return self
+
+
+class Observation(_Strict):
+    """Frames as the logger stores them: `(T, height, width, channels)` in `file` per episode."""
+
+    height: int = Field(gt=0)
+    width: int = Field(gt=0)
+    channels: Literal[3] = 3
+    dtype: Literal["uint8", "float32"] = "uint8"
+    channel_order: Literal["RGB", "BGR"] = "RGB"
+    file: str = "obses.pth"
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.height, self.width, self.channels)
+
+
+class Sources(_Strict):
+    """Where states and actions live.
+
+    `global_pth`: one `(N, T_max, dim)` tensor per quantity at the dataset root (the v1 logger).
+    `per_step_h5`: one HDF5 file per step in each episode directory (`000.h5`, ...), with the state
+    and action read from the named datasets and flattened.
+    """
+
+    kind: Literal["global_pth", "per_step_h5"] = "global_pth"
+    states_file: str = "states.pth"
+    actions_file: str = "actions.pth"
+    state_dataset: str | None = None
+    action_dataset: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.kind == "per_step_h5" and not (self.state_dataset and self.action_dataset):
+            raise ValueError("per_step_h5 sources need `state_dataset` and `action_dataset`")
+        return self
+
+
+class Layout(_Strict):
+    """A logger format: state/action fields, observation frames, proprio slice, action alignment."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    state_dim: int = Field(gt=0)
+    action_dim: int = Field(gt=0)
+    state: list[VectorField]
+    action: list[VectorField]
+    observation: Observation
+    proprio: str = Field(description="name of the state field fed to the model as proprioception")
+    action_alignment: Literal["forward", "backward"] = Field(
+        default="forward",
+        description="forward: action[t] is applied after obs[t]; backward: action[t] produced obs[t]",
+    )
+    control_hz: float = Field(default=60.0, gt=0)
+    sources: Sources = Sources()
+
+    @field_validator("state", "action")
+    @classmethod
+    def _unique_names(cls, fields: list[VectorField]) -> list[VectorField]:
+        names = [f.name for f in fields]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate field names: {dupes}")
+        return fields
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        for group, fields, dim in (("state", self.state, self.state_dim), ("action", self.action, self.action_dim)):
+            covered = [0] * dim
+            for f in fields:
+                if f.stop > dim:
+                    raise ValueError(f"{group} field {f.name!r} [{f.start}:{f.stop}] exceeds {group}_dim {dim}")
+                for i in range(f.start, f.stop):
+                    covered[i] += 1
+            if any(c > 1 for c in covered):
+                raise ValueError(f"{group} fields overlap")
+        names = {f.name for f in self.state}
+        if self.proprio not in names:
+            raise ValueError(f"proprio field {self.proprio!r} is not a state field ({sorted(names)})")
+        for f in self.state:
+            if f.derivative_of is not None and f.derivative_of not in names:
+                raise ValueError(f"state field {f.name!r}: derivative_of {f.derivative_of!r} is not a state field")
+        for f in self.action:
+            if f.targets is not None:
+                target = self.state_field(f.targets) if f.targets in names else None
+                if target is None:
+                    raise ValueError(f"action field {f.name!r}: targets {f.targets!r} is not a state field")
+                if target.width != f.width:
+                    raise ValueError(f"action field {f.name!r} has width {f.width}, its target {target.width}")
+        return self
+
+    def state_field(self, name: str) -> VectorField:
+        for f in self.state:
+            if f.name == name:
+                return f
+        raise KeyError(f"layout {self.name!r} has no state field {name!r}")
+
+    @property
+    def proprio_slice(self) -> slice:
+        return self.state_field(self.proprio).slice
+
+    @property
+    def proprio_dim(self) -> int:
+        return self.state_field(self.proprio).width
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Layout:
+        """Load a layout from a `.yaml`/`.yml` or `.json` file."""
+        path = Path(path)
+        text = path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a layout file holds one mapping, got {type(data).__name__}")
+        return cls.model_validate(data)
+
+
+DEFAULT_LAYOUT = "franka_cube_stack_v1"
+
+
+@cache
+def builtin_layouts() -> dict[str, Layout]:
+    """The layouts shipped with fcs, by name (`fcs layouts` lists them)."""
+    out: dict[str, Layout] = {}
+    for entry in sorted(resources.files("fcs_data").joinpath("layouts").iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".yaml"):
+            layout = Layout.model_validate(yaml.safe_load(entry.read_text()))
+            out[layout.name] = layout
+    return out
+
+
+def get_layout(name_or_path: str | Path | Layout | None = None) -> Layout:
+    """A built-in layout by name, or a layout file (YAML/JSON) by path; None gives the default."""
+    if isinstance(name_or_path, Layout):
+        return name_or_path
+    if name_or_path is None:
+        name_or_path = DEFAULT_LAYOUT
+    builtins = builtin_layouts()
+    if str(name_or_path) in builtins:
+        return builtins[str(name_or_path)]
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml", ".json") or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"layout file {path} does not exist")
+        return Layout.from_file(path)
+    raise KeyError(f"unknown layout {str(name_or_path)!r}; built-in layouts: {', '.join(builtins)}")

@@ -1,0 +1,245 @@
+"""Validation of a logger dataset: structure first, then each episode's frames and arrays."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fcs_data.converters.sources import LoggerSource, PerStepH5Source, file_finding
+from fcs_data.errors import FcsError, SourceError
+from fcs_data.schemas import EpisodeEntry, Finding, Layout, ValidationReport
+from fcs_data.validation import checks
+from fcs_data.window_index import windows_per_episode
+
+FRAME_BLOCK = 64
+PARALLEL_MIN_PER_WORKER = 8  # below this a worker's start-up (importing torch) costs more than it saves
+_LOWDIM_FILE_CODES = {"state-dim", "action-dim", "row-count", "missing-file", "unreadable-file", "unsafe-pickle"}
+
+
+@dataclass
+class EpisodeResult:
+    index: int
+    length: int | None = None  # valid steps usable downstream (None: unusable)
+    findings: list[Finding] = field(default_factory=list)
+
+
+def _obs_shape_findings(layout: Layout, episode: int, rel: str, frames: torch.Tensor) -> list[Finding]:
+    obs = layout.observation
+    shape = tuple(frames.shape)
+    if frames.ndim != 4:
+        return [Finding.make("obs-rank", f"{rel} has shape {shape}, expected (T, {obs.height}, {obs.width}, 3)",
+                             episode=episode, file=rel, field="obs")]
+    out = []
+    if shape[3] != obs.channels and shape[1] == obs.channels:
+        out.append(Finding.make("obs-channel-position",
+                                f"{rel} has shape {shape}: channels first; the layout stores (T, H, W, C)",
+                                episode=episode, file=rel, field="obs", hint="permute(0, 2, 3, 1) before saving"))
+    elif shape[1:] != obs.shape:
+        out.append(Finding.make("obs-resolution", f"{rel} frames are {shape[1:]}, layout {layout.name} says {obs.shape}",
+                                episode=episode, file=rel, field="obs"))
+    dtype = str(frames.dtype).removeprefix("torch.")
+    if dtype != obs.dtype:
+        hint = "frames look normalised; store 0..255" if frames.dtype.is_floating_point else None
+        out.append(Finding.make("obs-dtype", f"{rel} has dtype {dtype}, layout {layout.name} says {obs.dtype}",
+                                episode=episode, file=rel, field="obs", hint=hint))
+    return out
+
+
+def check_episode(root: str, layout_json: str, index: int, length: int | None, lowdim_ok: bool) -> EpisodeResult:
+    """All findings of one episode. Runs in a worker process; memory is one block of frames."""
+    layout = Layout.model_validate_json(layout_json)
+    entry = EpisodeEntry(index=index, directory=f"{index:06d}", length=length)
+    src = LoggerSource.open(root, layout)
+    i = entry.index
+    res = EpisodeResult(i)
+    if not (src.root / entry.directory).is_dir():
+        return res  # reported by the scan
+    rel = str(src.frames_path(i).relative_to(src.root))
+    try:
+        frames = src.open_frames(i)
+    except (FcsError, OSError) as e:
+        res.findings.append(file_finding(e, src.frames_path(i), src.root, episode=i))
+        return res
+    shape_problems = _obs_shape_findings(layout, i, rel, frames)
+    res.findings += shape_problems
+    n_frames = int(frames.shape[0]) if frames.ndim >= 1 else 0
+    length = entry.length if entry.length is not None else n_frames
+    if entry.length is not None and entry.length != n_frames:
+        res.findings.append(Finding.make(
+            "length-mismatch", f"metadata says {entry.length} steps, {rel} holds {n_frames} frames",
+            episode=i, file=rel, data={"metadata": entry.length, "frames": n_frames},
+        ))
+        length = min(length, n_frames)
+
+    if isinstance(src, PerStepH5Source):
+        files, step_problems = src.step_files(i)
+        res.findings += step_problems
+        if not step_problems and len(files) != n_frames:
+            res.findings.append(Finding.make(
+                "step-files", f"{len(files)} step files for {n_frames} frames in {rel}", episode=i,
+                file=entry.directory,
+            ))
+        lowdim_ok = lowdim_ok and not step_problems
+        length = min(length, len(files))
+
+    state = action = None
+    if lowdim_ok and length > 0:
+        try:
+            state, action = src.read_lowdim(i, length)
+        except (FcsError, OSError, ValueError) as e:
+            path = getattr(e, "path", None)
+            if path:
+                res.findings.append(file_finding(e, Path(path), src.root, episode=i))
+            else:
+                res.findings.append(Finding.make("unreadable-file", str(e), episode=i, file=entry.directory))
+        if state is not None and action is not None:
+            dims_ok = True
+            for arr, dim, code, what in ((state, layout.state_dim, "state-dim", "state"),
+                                         (action, layout.action_dim, "action-dim", "action")):
+                if arr.shape[1] != dim:
+                    dims_ok = False
+                    res.findings.append(Finding.make(
+                        code, f"{what} has {arr.shape[1]} values per step, layout {layout.name} says {dim}",
+                        episode=i, field=what, file=entry.directory,
+                    ))
+            if dims_ok:
+                res.findings += checks.lowdim(layout, i, state, action)
+            else:
+                state = action = None
+
+    if not shape_problems and length > 0:
+        moving = np.zeros(length, bool)
+        if state is not None:
+            moving[1:] = (np.abs(np.diff(state, axis=0)) > 1e-7).any(axis=1)
+        scan = checks.FrameScan(moving, integral=frames.dtype.is_floating_point)
+        for start in range(0, length, FRAME_BLOCK):
+            scan.update(start, frames[start : min(start + FRAME_BLOCK, length)].numpy())
+        res.findings += scan.findings(i, rel)
+    del frames
+    if not any(f.severity == "error" for f in res.findings):
+        res.length = length
+    return res
+
+
+def _capacity(lengths: list[int]) -> list[Finding]:
+    if not lengths:
+        return []
+    arr = np.asarray(lengths)
+    t_all, t_90 = int(arr.min()), int(np.quantile(arr, 0.1, method="lower"))
+    out = []
+    for fs in range(1, 6):
+        parts, data = [], {"frameskip": fs}
+        for label, t in (("every episode", t_all), ("90 % of episodes", t_90)):
+            num_hist = t // fs - 1  # num_pred = 1
+            key = "all" if label == "every episode" else "p90"
+            if num_hist < 1:
+                parts.append(f"{label}: none (shortest {t} steps)")
+                data[f"num_hist_{key}"] = 0
+                data[f"windows_{key}"] = 0
+                continue
+            windows = int(windows_per_episode(arr, num_hist + 1, fs).sum())
+            parts.append(f"{label}: num_hist <= {num_hist} ({windows:,} windows)")
+            data[f"num_hist_{key}"] = num_hist
+            data[f"windows_{key}"] = windows
+        out.append(Finding.make("window-capacity", f"frameskip {fs}: " + "; ".join(parts), data=data))
+    return out
+
+
+def _conversion_notes(layout: Layout) -> list[Finding]:
+    notes = []
+    if layout.observation.channel_order == "BGR":
+        notes.append("frames BGR -> RGB")
+    if layout.observation.dtype != "uint8":
+        notes.append(f"frames {layout.observation.dtype} 0..255 -> uint8 (exact integers only)")
+    if layout.action_alignment == "backward":
+        notes.append("actions backward -> forward (action[t] := action[t+1]; the last frame of each episode, "
+                     "whose forward action is unknown, is dropped)")
+    if not notes:
+        return []
+    return [Finding.make("conversion", "the converter will convert: " + "; ".join(notes))]
+
+
+def default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def run_episodes(
+    fn: Callable[..., EpisodeResult],
+    args: Iterable[tuple],
+    total: int,
+    workers: int,
+    progress: Callable[[int, int], None] | None,
+) -> list[EpisodeResult]:
+    """Run `fn(*a)` for each argument tuple, in worker processes when `workers > 1`, in order."""
+    results: list[EpisodeResult] = []
+    if workers <= 1 or total < 2 * PARALLEL_MIN_PER_WORKER:
+        for a in args:
+            results.append(fn(*a))
+            if progress:
+                progress(len(results), total)
+        return results
+    ctx = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        for r in pool.map(fn, *zip(*args, strict=True)):
+            results.append(r)
+            if progress:
+                progress(len(results), total)
+    return results
+
+
+def validate_source(
+    path: str | Path,
+    layout: Layout,
+    *,
+    episodes: list[int] | None = None,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ValidationReport:
+    """Check a logger dataset against `layout`; never raises for problems in the data."""
+    t0 = time.perf_counter()
+    report = ValidationReport(path=str(path), kind="source", layout=layout.name)
+    try:
+        src = LoggerSource.open(path, layout)
+    except SourceError as e:
+        report.add(Finding.make("missing-file", str(e), file=str(path)))
+        return report
+    scan = src.scan()
+    for f in scan.findings:
+        report.add(f)
+    manifest = scan.manifest
+    report.num_episodes = manifest.num_episodes
+    lowdim_ok = not any(
+        f.code in _LOWDIM_FILE_CODES and f.episode is None and f.file in (layout.sources.states_file,
+                                                                            layout.sources.actions_file)
+        for f in scan.findings
+    ) or layout.sources.kind != "global_pth"
+    selected = manifest.episodes
+    if episodes is not None:
+        wanted = set(episodes)
+        unknown = sorted(wanted - {e.index for e in manifest.episodes})
+        if unknown:
+            raise LookupError(f"episodes {unknown} are not in {path} ({manifest.num_episodes} episodes)")
+        selected = [e for e in manifest.episodes if e.index in wanted]
+    report.episodes_checked = [e.index for e in selected]
+    layout_json = layout.model_dump_json()
+    args = [(str(src.root), layout_json, e.index, e.length, lowdim_ok) for e in selected]
+    results = run_episodes(check_episode, args, len(args), workers or default_workers(), progress)
+    lengths = []
+    for r in results:
+        for f in r.findings:
+            report.add(f)
+        if r.length is not None:
+            lengths.append(r.length)
+    report.num_frames = int(sum(lengths))
+    for f in _capacity(lengths) + _conversion_notes(layout):
+        report.add(f)
+    report.elapsed_s = time.perf_counter() - t0
+    return report

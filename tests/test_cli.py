@@ -1,0 +1,65 @@
+"""The command line: exit codes scripts can trust, messages a person understands."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from typer.testing import CliRunner
+
+from fcs.cli import app, parse_episode_spec
+
+runner = CliRunner()
+
+
+def test_python_m_fcs_help_works() -> None:
+    out = subprocess.run([sys.executable, "-m", "fcs", "--help"], capture_output=True, text=True, check=True)
+    assert "validate" in out.stdout and "synth" in out.stdout
+
+
+def test_layouts_lists_the_builtins() -> None:
+    res = runner.invoke(app, ["layouts"])
+    assert res.exit_code == 0
+    assert "franka_cube_stack_v1" in res.output and "franka_cube_stack_min" in res.output
+    res = runner.invoke(app, ["layouts", "franka_cube_stack_v1"])
+    assert res.exit_code == 0 and "joint_pos" in res.output
+
+
+def test_synth_then_validate_exits_0(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["synth", str(tmp_path / "d"), "--episodes", "2", "--min-len", "12", "--max-len", "14"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["validate", str(tmp_path / "d"), "--json", str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    assert "OK" in res.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["counts"]["error"] == 0 and report["num_episodes"] == 2
+
+
+def test_validate_errors_exit_1_and_name_the_episode(v1: Path) -> None:
+    (v1 / "000001" / "obses.pth").unlink()
+    res = runner.invoke(app, ["validate", str(v1)])
+    assert res.exit_code == 1
+    assert "missing-file" in res.output and "episode 1" in res.output and "FAILED" in res.output
+
+
+def test_warnings_exit_0_unless_strict(v1: Path) -> None:
+    t = torch.load(v1 / "states.pth", weights_only=True)
+    t[0, 2] = 0
+    torch.save(t, v1 / "states.pth")
+    assert runner.invoke(app, ["validate", str(v1)]).exit_code == 0
+    res = runner.invoke(app, ["validate", str(v1), "--strict"])
+    assert res.exit_code == 1 and "zero-state" in res.output
+
+
+def test_usage_errors_exit_2(v1: Path, tmp_path: Path) -> None:
+    assert runner.invoke(app, ["validate", str(tmp_path / "nope")]).exit_code == 2
+    assert runner.invoke(app, ["validate", str(v1), "--episodes", "x"]).exit_code == 2
+    assert runner.invoke(app, ["validate", str(v1), "--episodes", "9"]).exit_code == 2
+    assert runner.invoke(app, ["validate", str(v1), "--layout", "nope"]).exit_code == 2
+
+
+def test_episode_spec() -> None:
+    assert parse_episode_spec("0-3,7, 9-9") == [0, 1, 2, 3, 7, 9]
