@@ -28,9 +28,13 @@ demo: $(STAMP)
 	rm -rf $(DEMO)
 	$(VENV)/bin/fcs synth $(DEMO)/raw --episodes 12 --min-len 60 --max-len 100 --seed 0
 	$(VENV)/bin/fcs validate $(DEMO)/raw
+	$(VENV)/bin/fcs convert $(DEMO)/raw --to zarr -o $(DEMO)/store.zarr --workers 2 --verify
+	$(VENV)/bin/fcs info $(DEMO)/store.zarr --preview 0 --out $(DEMO)/episode0.png
 
 bench: $(STAMP)
 	$(PY) benchmarks/validate.py
+	$(PY) benchmarks/convert.py
+	$(PY) benchmarks/loader.py
 
 clean-demo:
 	rm -rf $(DEMO)

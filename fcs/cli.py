@@ -6,8 +6,11 @@ field), 2 the command line was wrong.
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
+from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -30,6 +33,20 @@ LayoutOpt = Annotated[
     str | None,
     typer.Option("--layout", "-l", help="built-in layout name (see `fcs layouts`) or a layout YAML/JSON file"),
 ]
+
+
+def command(fn: Callable) -> Callable:
+    """Register `fn` as a command whose expected failures print one line and exit 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (FcsError, FileExistsError, FileNotFoundError, PermissionError) as e:
+            err_console.print(f"[bold red]error:[/] {e}")
+            raise typer.Exit(1) from None
+
+    return app.command()(wrapper)
 
 
 def parse_episode_spec(spec: str) -> list[int]:
@@ -70,7 +87,7 @@ def _root(
     """Isaac Sim Franka cube-stacking episodes -> validated Zarr stores -> DINO-WM world models."""
 
 
-@app.command()
+@command
 def layouts(
     show: Annotated[str | None, typer.Argument(help="print this layout in full (YAML)")] = None,
 ) -> None:
@@ -101,7 +118,7 @@ def layouts(
     console.print(table)
 
 
-@app.command()
+@command
 def synth(
     out: Annotated[Path, typer.Argument(help="directory to create")],
     episodes: Annotated[int, typer.Option(min=0, help="number of episodes")] = 8,
@@ -125,10 +142,13 @@ def synth(
     console.print(f"wrote {episodes} episodes ({lay.name}) to {path}")
 
 
-@app.command()
+@command
 def validate(
     path: Annotated[Path, typer.Argument(exists=True, help="a logger dataset directory or an fcs store")],
-    layout: LayoutOpt = None,
+    layout: Annotated[
+        str | None,
+        typer.Option("--layout", "-l", help="layout of a logger dataset (name or YAML/JSON file); stores carry theirs"),
+    ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the full report as JSON here")] = None,
     strict: Annotated[bool, typer.Option(help="warnings fail too (exit 1)")] = False,
     episodes: Annotated[str | None, typer.Option(help="only these episodes, e.g. 0-9,15")] = None,
@@ -138,13 +158,13 @@ def validate(
 
     Exit 0 when clean (warnings allowed unless --strict), 1 on errors, 2 on a bad command line.
     """
-    from fcs_data.validation import validate_source
+    from fcs_data.validation import validate as run_validate
 
     lay = _layout(layout)
     selected = parse_episode_spec(episodes) if episodes else None
     with progress_bar("validate") as update:
         try:
-            report = validate_source(path, lay, episodes=selected, workers=workers, progress=update)
+            report = run_validate(path, lay, episodes=selected, workers=workers, progress=update)
         except LookupError as e:
             raise typer.BadParameter(str(e).strip("'\""), param_hint="--episodes") from e
     print_report(report, strict)
@@ -154,12 +174,88 @@ def validate(
     raise typer.Exit(report.exit_code(strict))
 
 
+class Target(StrEnum):
+    zarr = "zarr"
+
+
+@command
+def convert(
+    src: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="logger dataset directory")],
+    to: Annotated[Target, typer.Option("--to", help="output format")] = Target.zarr,
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="store to create (default: SRC.zarr)")] = None,
+    layout: LayoutOpt = None,
+    codec: Annotated[str, typer.Option(help="frame codec preset: lz4 (default), lz4-bit, zstd (smaller, slower reads), none (fastest)")]
+    = "lz4",
+    workers: Annotated[int | None, typer.Option(min=1, help="worker processes (default: min(4, cores))")] = None,
+    resume: Annotated[bool, typer.Option(help="continue an interrupted conversion (OUT.partial)")] = False,
+    skip_bad: Annotated[bool, typer.Option(help="convert the episodes without errors, list the others")] = False,
+    overwrite: Annotated[bool, typer.Option(help="replace OUT (and any OUT.partial)")] = False,
+    verify: Annotated[bool, typer.Option(help="re-read every frame and array and compare with the source")] = False,
+    shard_frames: Annotated[int, typer.Option(min=1, help="frames per shard file (see docs/FORMAT.md)")] = 128,
+) -> None:
+    """Convert a logger dataset into one chunked, compressed fcs Zarr store.
+
+    Validates first (errors refuse, unless --skip-bad), writes OUT.partial and renames it to OUT
+    only when complete; Ctrl-C or a crash leaves no OUT, and --resume continues where it stopped.
+    """
+    from fcs.views import Phases, print_conversion
+    from fcs_data.converters.to_zarr import ConversionRefused, ConvertProgress, convert_to_zarr
+    from fcs_data.converters.zarr_store import CODEC_PRESETS
+
+    if codec not in CODEC_PRESETS:
+        raise typer.BadParameter(f"{codec!r}; presets: {', '.join(CODEC_PRESETS)}", param_hint="--codec")
+    lay = _layout(layout)
+    try:
+        with Phases() as phases:
+            result = convert_to_zarr(
+                src, out, layout=lay, codec=codec, workers=workers, resume=resume, skip_bad=skip_bad,
+                overwrite=overwrite, verify=verify, shard_frames=shard_frames, command=sys.argv,
+                progress=ConvertProgress(
+                    validate=phases.callback("validate"), episodes=phases.callback("episodes"),
+                    frames=phases.throughput("frames"), verify=phases.callback("verify", "units"),
+                ),
+            )
+    except ConversionRefused as e:
+        print_report(e.report, strict=False)
+        err_console.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        target = out or src.with_name(src.name + ".zarr")
+        err_console.print(f"[yellow]interrupted[/]: no {target} was written; continue with the same command "
+                          "and --resume")
+        raise typer.Exit(130) from None
+    print_conversion(result)
+
+
+@command
+def info(
+    store: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="an fcs store")],
+    preview: Annotated[int | None, typer.Option(help="write a contact sheet of this episode (with --out)")] = None,
+    out: Annotated[Path | None, typer.Option(help="PNG file for --preview")] = None,
+    max_frames: Annotated[int, typer.Option(min=1, help="frames on the contact sheet")] = 48,
+) -> None:
+    """Summarise a store: episodes, frames, lengths, codec, size, statistics; or preview an episode."""
+    from fcs.views import print_store_info
+    from fcs_data.preview import contact_sheet
+    from fcs_data.store import open_store
+
+    s = open_store(store)
+    if preview is None:
+        if out is not None:
+            raise typer.BadParameter("--out needs --preview EPISODE", param_hint="--out")
+        print_store_info(s)
+        return
+    if out is None:
+        raise typer.BadParameter("--preview needs --out sheet.png", param_hint="--out")
+    if not 0 <= preview < s.num_episodes:
+        raise typer.BadParameter(f"episode {preview} not in 0..{s.num_episodes - 1}", param_hint="--preview")
+    contact_sheet(s, preview, max_frames=max_frames).save(out)
+    console.print(f"wrote {out}: episode {preview}, {s.episode_lengths[preview]} frames")
+
+
 def main() -> None:
     try:
         app()
-    except (FcsError, FileExistsError, FileNotFoundError, PermissionError) as e:
-        err_console.print(f"[bold red]error:[/] {e}")
-        sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
         sys.exit(130)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -24,21 +25,54 @@ err_console = Console(stderr=True, highlight=False)
 _STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
 
-@contextmanager
-def progress_bar(description: str, unit: str = "episodes", extra: Callable[[], str] | None = None
-                 ) -> Iterator[Callable[[int, int], None]]:
-    """A progress bar on stderr; yields `update(done, total)`. `extra()` adds a live text column."""
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn(unit), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
-    if extra is not None:
-        columns.append(TextColumn("{task.fields[extra]}"))
-    with Progress(*columns, console=err_console, transient=False) as prog:
-        task = prog.add_task(description, total=None, extra="")
+class Phases:
+    """One rich progress display with a bar per phase; `callback(...)` adds a bar on first use."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description:>9}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[rate]}"),
+            console=err_console,
+        )
+
+    def __enter__(self) -> Phases:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def callback(self, name: str, unit: str = "episodes") -> Callable[[int, int], None]:
+        task = None
 
         def update(done: int, total: int) -> None:
-            prog.update(task, completed=done, total=total, extra=extra() if extra else "")
+            nonlocal task
+            if task is None:
+                task = self.progress.add_task(name, total=total, unit=unit, rate="")
+            self.progress.update(task, completed=done, total=total)
 
-        yield update
+        return update
+
+    def throughput(self, name: str, unit: str = "frames") -> Callable[[int, int, int], None]:
+        """`update(done, total, bytes)`, showing items/s and MB/s since the first call."""
+        task, t0, done0 = None, 0.0, 0
+
+        def update(done: int, total: int, nbytes: int) -> None:
+            nonlocal task, t0, done0
+            if task is None:
+                task, t0, done0 = self.progress.add_task(name, total=total, unit=unit, rate=""), time.perf_counter(), done
+            dt = max(time.perf_counter() - t0, 1e-9)
+            rate = f"{(done - done0) / dt:,.0f} {unit}/s  {nbytes / dt / 1e6:,.0f} MB/s" if done > done0 else ""
+            self.progress.update(task, completed=done, total=total, rate=rate)
+
+        return update
+
+
+@contextmanager
+def progress_bar(description: str, unit: str = "episodes") -> Iterator[Callable[[int, int], None]]:
+    """A single progress bar on stderr; yields `update(done, total)`."""
+    with Phases() as phases:
+        yield phases.callback(description, unit)
 
 
 def report_table(report: ValidationReport, max_examples: int = 3) -> Table:
@@ -91,3 +125,90 @@ def print_report(report: ValidationReport, strict: bool) -> None:
         f"{report.elapsed_s:.2f} s: {c['error']} errors, {c['warning']} warnings"
         + (" (--strict: warnings fail)" if strict and c["warning"] and not c["error"] else "")
     )
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+def print_conversion(r) -> None:
+    """Summary of a `ConversionResult`."""
+    console.print(f"[bold green]wrote[/] {r.store}: {r.num_episodes} episodes, {r.num_frames:,} frames")
+    for note in r.conversions:
+        console.print(f"  converted: {note}")
+    if r.skipped:
+        console.print(f"[yellow]skipped {len(r.skipped)} episodes[/]:")
+        for i, reasons in sorted(r.skipped.items()):
+            console.print(f"  {i:06d}: {'; '.join(reasons[:3])}")
+    if r.resumed_shards:
+        console.print(f"  resumed: {r.resumed_shards} shards were already done")
+    ratio = r.source_bytes / max(r.store_bytes, 1)
+    frames_s = r.timings.get("frames", 0.0)
+    console.print(
+        f"  source {_mb(r.source_bytes)} -> store {_mb(r.store_bytes)} (x{ratio:.2f}); "
+        f"{r.seconds:.1f} s total, frames phase {frames_s:.1f} s"
+        + (f" ({r.source_bytes / frames_s / 1e6:,.0f} MB/s)" if frames_s else "")
+    )
+    console.print(f"  peak RSS: main {r.peak_rss_main_mb:,.0f} MB, worker {r.peak_rss_worker_mb:,.0f} MB "
+                  f"({r.peak_rss_worker_mb - r.idle_rss_worker_mb:,.0f} MB above an idle worker)"
+                  + ("; verified: every frame and array equals the source" if r.verified else ""))
+
+
+def _hist_line(lengths) -> list[str]:
+    import numpy as np
+
+    counts, edges = np.histogram(lengths, bins=min(8, max(1, len(np.unique(lengths)))))
+    top = max(counts.max(), 1)
+    return [f"{int(lo):>6}-{int(hi):<6} {'#' * max(1, round(30 * c / top)) if c else '':30s} {c}"
+            for c, lo, hi in zip(counts, edges[:-1], edges[1:], strict=True)]
+
+
+def print_store_info(store) -> None:
+    """Summary tables of an open `Store`."""
+    import numpy as np
+
+    m = store.metadata
+    disk = sum(p.stat().st_size for p in store.path.rglob("*") if p.is_file())
+    raw = store.num_frames * (int(np.prod(m.frame_shape)) + 4 * (m.layout.state_dim + m.layout.action_dim))
+    lengths = store.episode_lengths
+    t = Table(title=f"store {store.path}", title_justify="left", show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    rows = [
+        ("format", f"fcs_format {m.fcs_format}, layout {m.layout.name}, {m.channel_order}, {m.action_alignment} "
+                   "actions"),
+        ("episodes", f"{store.num_episodes:,}"),
+        ("frames", f"{store.num_frames:,} of {m.frame_shape[1]}x{m.frame_shape[0]}x{m.frame_shape[2]} uint8"),
+        ("lengths", f"min {lengths.min()}, median {int(np.median(lengths))}, max {lengths.max()}"),
+        ("histogram", "\n".join(_hist_line(lengths))),
+        ("codec", f"{m.codec.preset}" + (f" (blosc {m.codec.blosc_cname} level {m.codec.blosc_clevel} "
+                                         f"{m.codec.blosc_shuffle})" if m.codec.blosc_cname else "")
+         + f", {m.shard_frames} frames per shard"),
+        ("size", f"{_mb(disk)} on disk, {_mb(raw)} raw (x{raw / max(disk, 1):.2f})"),
+        ("source", f"{m.provenance.source} ({m.provenance.source_layout})"),
+        ("created", f"{m.provenance.created} by fcs {m.provenance.fcs_version}"),
+    ]
+    if m.provenance.conversions:
+        rows.append(("converted", "\n".join(m.provenance.conversions)))
+    if m.provenance.skipped_episodes:
+        rows.append(("skipped", ", ".join(f"{i:06d}" for i in m.provenance.skipped_episodes)))
+    for k, v in rows:
+        t.add_row(k, v)
+    console.print(t)
+    if m.stats is None:
+        return
+    st = Table(title="statistics over valid steps", title_justify="left")
+    longest = max(len(f"action.{f.name}[00]") for f in [*m.layout.state, *m.layout.action])
+    st.add_column("dim", no_wrap=True, min_width=longest)
+    for col in ("unit", "mean", "std", "min", "max", "q01", "q99"):
+        st.add_column(col, justify="left" if col == "unit" else "right")
+    keys = ("mean", "std", "min", "max", "q01", "q99")
+    for group, stats, fields in (("state", m.stats.state, m.layout.state), ("action", m.stats.action,
+                                                                            m.layout.action)):
+        for f in fields:
+            for d in range(f.start, f.stop):
+                name = f"{group}.{f.name}" + (f"[{d - f.start}]" if f.width > 1 else "")
+                st.add_row(name, f.unit, *(f"{getattr(stats, k)[d]:.4g}" for k in keys))
+    for c, ch in enumerate("RGB"):
+        st.add_row(f"rgb.{ch}", "0..255", f"{m.stats.rgb.mean[c]:.4g}", f"{m.stats.rgb.std[c]:.4g}", "", "", "", "")
+    console.print(st)

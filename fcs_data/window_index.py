@@ -10,6 +10,16 @@ from __future__ import annotations
 import numpy as np
 
 
+def episode_starts(episode_ends: np.ndarray) -> np.ndarray:
+    """First row of each episode of a flat store, from the exclusive `episode_ends (N,)`."""
+    ends = np.asarray(episode_ends, np.int64)
+    return np.concatenate([[0], ends[:-1]]).astype(np.int64)
+
+
+def total_frames(episode_ends: np.ndarray) -> int:
+    return int(episode_ends[-1]) if len(episode_ends) else 0
+
+
 def windows_per_episode(lengths: np.ndarray | list[int], num_frames: int, frameskip: int) -> np.ndarray:
     """Number of windows each episode serves, `(N,)` int64."""
     if num_frames < 1 or frameskip < 1:
@@ -21,3 +31,45 @@ def windows_per_episode(lengths: np.ndarray | list[int], num_frames: int, frames
 def frames_needed(num_frames: int, frameskip: int) -> int:
     """Shortest episode that serves one window."""
     return num_frames * frameskip
+
+
+class WindowIndex:
+    """All windows of a set of episodes, as arithmetic on per-episode arrays.
+
+    Window `i` lives in the episode `k` with `cum[k] <= i < cum[k + 1]` and starts `i - cum[k]`
+    frames into it. Memory is `O(episodes)`: ten million windows cost a few kilobytes.
+    """
+
+    def __init__(self, episodes: np.ndarray, starts: np.ndarray, lengths: np.ndarray, num_frames: int,
+                 frameskip: int):
+        counts = windows_per_episode(lengths, num_frames, frameskip)
+        keep = counts > 0
+        self.num_frames = num_frames
+        self.frameskip = frameskip
+        self.episodes = np.asarray(episodes, np.int64)[keep]
+        self.starts = np.asarray(starts, np.int64)[keep]
+        self.cum = np.concatenate([[0], np.cumsum(counts[keep])]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return int(self.cum[-1])
+
+    @property
+    def nbytes(self) -> int:
+        return self.episodes.nbytes + self.starts.nbytes + self.cum.nbytes
+
+    def locate(self, i: int) -> tuple[int, int, int]:
+        """`(episode, start within the episode, global frame index of the start)` of window `i`."""
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"window {i} out of range for {n} windows")
+        i %= n
+        k = int(np.searchsorted(self.cum, i, side="right")) - 1
+        s = i - int(self.cum[k])
+        return int(self.episodes[k]), s, int(self.starts[k]) + s
+
+    def locate_many(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Vectorised `locate` for window indices `idx (n,)`."""
+        idx = np.asarray(idx, np.int64)
+        k = np.searchsorted(self.cum, idx, side="right") - 1
+        s = idx - self.cum[k]
+        return self.episodes[k], s, self.starts[k] + s

@@ -63,3 +63,27 @@ def test_usage_errors_exit_2(v1: Path, tmp_path: Path) -> None:
 
 def test_episode_spec() -> None:
     assert parse_episode_spec("0-3,7, 9-9") == [0, 1, 2, 3, 7, 9]
+
+
+def test_convert_writes_a_store_and_reports(pristine_v1: Path, tmp_path: Path) -> None:
+    out = tmp_path / "s.zarr"
+    res = runner.invoke(app, ["convert", str(pristine_v1), "--to", "zarr", "-o", str(out), "--workers", "1",
+                              "--verify"])
+    assert res.exit_code == 0, res.output
+    assert "wrote" in res.output and "verified" in res.output and "peak RSS" in res.output
+    res = runner.invoke(app, ["convert", str(pristine_v1), "-o", str(out), "--workers", "1"])
+    assert res.exit_code == 1 and "--overwrite" in res.output
+
+
+def test_convert_refuses_errors_with_the_report(v1: Path, tmp_path: Path) -> None:
+    (v1 / "000002" / "obses.pth").unlink()
+    res = runner.invoke(app, ["convert", str(v1), "-o", str(tmp_path / "s.zarr"), "--workers", "1"])
+    assert res.exit_code == 1
+    assert "missing-file" in res.output and "--skip-bad" in res.output
+    res = runner.invoke(app, ["convert", str(v1), "-o", str(tmp_path / "s.zarr"), "--workers", "1", "--skip-bad"])
+    assert res.exit_code == 0 and "skipped 1 episodes" in res.output and "000002" in res.output
+
+
+def test_convert_usage_errors_exit_2(pristine_v1: Path) -> None:
+    assert runner.invoke(app, ["convert", str(pristine_v1), "--to", "hdf5"]).exit_code == 2
+    assert runner.invoke(app, ["convert", str(pristine_v1), "--codec", "brotli"]).exit_code == 2

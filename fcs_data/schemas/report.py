@@ -127,6 +127,9 @@ class ValidationReport(BaseModel):
     num_episodes: int = 0
     num_frames: int = 0
     episodes_checked: list[int] = Field(default_factory=list)
+    episode_lengths: dict[int, int] = Field(
+        default_factory=dict, description="valid steps of each checked episode without errors"
+    )
     elapsed_s: float = 0.0
     findings: list[Finding] = Field(default_factory=list)
 

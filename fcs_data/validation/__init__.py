@@ -1,5 +1,31 @@
 """`fcs validate`: what is wrong with a logger dataset or a store, where, and how to fix it."""
 
-from fcs_data.validation.source import validate_source
+from __future__ import annotations
 
-__all__ = ["validate_source"]
+from collections.abc import Callable
+from pathlib import Path
+
+from fcs_data.schemas import Layout, ValidationReport, get_layout
+from fcs_data.validation.source import validate_source
+from fcs_data.validation.store import validate_store
+
+__all__ = ["validate", "validate_source", "validate_store"]
+
+
+def _looks_like_store(path: Path) -> bool:
+    return (path / "zarr.json").is_file()
+
+
+def validate(
+    path: str | Path,
+    layout: str | Layout | None = None,
+    *,
+    episodes: list[int] | None = None,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ValidationReport:
+    """Validate a logger dataset (against `layout`) or an fcs store (which carries its layout)."""
+    path = Path(path)
+    if _looks_like_store(path):
+        return validate_store(path, progress=progress)
+    return validate_source(path, get_layout(layout), episodes=episodes, workers=workers, progress=progress)

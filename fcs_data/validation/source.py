@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from fcs_data._pool import WorkerPool
+from fcs_data.converters.conventions import conversion_notes
 from fcs_data.converters.sources import LoggerSource, PerStepH5Source, file_finding
 from fcs_data.errors import FcsError, SourceError
 from fcs_data.schemas import EpisodeEntry, Finding, Layout, ValidationReport
@@ -154,45 +153,8 @@ def _capacity(lengths: list[int]) -> list[Finding]:
 
 
 def _conversion_notes(layout: Layout) -> list[Finding]:
-    notes = []
-    if layout.observation.channel_order == "BGR":
-        notes.append("frames BGR -> RGB")
-    if layout.observation.dtype != "uint8":
-        notes.append(f"frames {layout.observation.dtype} 0..255 -> uint8 (exact integers only)")
-    if layout.action_alignment == "backward":
-        notes.append("actions backward -> forward (action[t] := action[t+1]; the last frame of each episode, "
-                     "whose forward action is unknown, is dropped)")
-    if not notes:
-        return []
-    return [Finding.make("conversion", "the converter will convert: " + "; ".join(notes))]
-
-
-def default_workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
-
-
-def run_episodes(
-    fn: Callable[..., EpisodeResult],
-    args: Iterable[tuple],
-    total: int,
-    workers: int,
-    progress: Callable[[int, int], None] | None,
-) -> list[EpisodeResult]:
-    """Run `fn(*a)` for each argument tuple, in worker processes when `workers > 1`, in order."""
-    results: list[EpisodeResult] = []
-    if workers <= 1 or total < 2 * PARALLEL_MIN_PER_WORKER:
-        for a in args:
-            results.append(fn(*a))
-            if progress:
-                progress(len(results), total)
-        return results
-    ctx = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        for r in pool.map(fn, *zip(*args, strict=True)):
-            results.append(r)
-            if progress:
-                progress(len(results), total)
-    return results
+    notes = conversion_notes(layout)
+    return [Finding.make("conversion", "the converter will convert: " + "; ".join(notes))] if notes else []
 
 
 def validate_source(
@@ -202,8 +164,12 @@ def validate_source(
     episodes: list[int] | None = None,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    pool: WorkerPool | None = None,
 ) -> ValidationReport:
-    """Check a logger dataset against `layout`; never raises for problems in the data."""
+    """Check a logger dataset against `layout`; never raises for problems in the data.
+
+    Episodes are checked in `pool` (or a pool of `workers` processes made for the call).
+    """
     t0 = time.perf_counter()
     report = ValidationReport(path=str(path), kind="source", layout=layout.name)
     try:
@@ -231,13 +197,25 @@ def validate_source(
     report.episodes_checked = [e.index for e in selected]
     layout_json = layout.model_dump_json()
     args = [(str(src.root), layout_json, e.index, e.length, lowdim_ok) for e in selected]
-    results = run_episodes(check_episode, args, len(args), workers or default_workers(), progress)
+    own_pool = pool is None
+    pool = pool or WorkerPool(workers)
+    results = []
+    try:
+        parallel = len(args) >= 2 * PARALLEL_MIN_PER_WORKER
+        for r in pool.map(check_episode, *zip(*args, strict=True), parallel=parallel) if args else []:
+            results.append(r)
+            if progress:
+                progress(len(results), len(args))
+    finally:
+        if own_pool:
+            pool.close()
     lengths = []
     for r in results:
         for f in r.findings:
             report.add(f)
         if r.length is not None:
             lengths.append(r.length)
+            report.episode_lengths[r.index] = r.length
     report.num_frames = int(sum(lengths))
     for f in _capacity(lengths) + _conversion_notes(layout):
         report.add(f)

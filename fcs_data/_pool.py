@@ -1,0 +1,54 @@
+"""One way to run per-episode or per-shard work: inline, or in a pool of worker processes.
+
+Workers start with `forkserver` (never a fork of a parent that may hold zarr, torch or file
+state) and limit torch to one intra-op thread each, so N workers use N cores.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+
+def default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+class WorkerPool:
+    """`map(fn, *iterables)` in order; `fn` must be a module-level function when `workers > 1`."""
+
+    def __init__(self, workers: int | None = None):
+        self.workers = workers or default_workers()
+        self._executor: ProcessPoolExecutor | None = None
+
+    def _pool(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            ctx = multiprocessing.get_context("forkserver")
+            self._executor = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker)
+        return self._executor
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable, parallel: bool = True) -> Iterator[Any]:
+        """Results of `fn(*args)`; `parallel=False` (or one worker) runs inline in this process."""
+        if self.workers <= 1 or not parallel:
+            return map(fn, *iterables)
+        return self._pool().map(fn, *iterables)
+
+    def close(self, cancel: bool = False) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=cancel)
+            self._executor = None
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(cancel=exc_type is not None)

@@ -1,0 +1,516 @@
+"""`fcs convert SRC --to zarr`: a logger dataset -> one fcs store, atomically and resumably.
+
+1. The validator runs first; errors refuse the conversion (or, with `skip_bad`, drop the episodes
+   that have them).
+2. The store is written as `OUT.partial`: arrays at their final shapes, then per-episode low-dim
+   data (and source hashes), then frames one whole shard per task in worker processes. Each done
+   unit is appended to `OUT.partial/fcs-progress.jsonl` after its data is flushed (fsync).
+3. Statistics and metadata are written, optionally every value is compared with the source, and
+   `OUT.partial` is renamed to `OUT`. A crash or Ctrl-C leaves no `OUT`; `resume` continues the
+   partial store where its progress file says, if it was made from the same source and options.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import psutil
+import torch
+import zarr
+
+from fcs_data._chunks import ChunkedRows, ShardedFrames
+from fcs_data._pool import WorkerPool
+from fcs_data.converters.conventions import conversion_notes, frames_to_store, lowdim_to_store, store_length
+from fcs_data.converters.sources import LoggerSource
+from fcs_data.converters.zarr_store import (
+    ACTION,
+    DEFAULT_CODEC,
+    DEFAULT_SHARD_FRAMES,
+    RGB,
+    STATE,
+    FrameWriter,
+    codec_preset,
+    create_arrays,
+    fsync_path,
+)
+from fcs_data.errors import FcsError
+from fcs_data.schemas import Layout, ValidationReport, get_layout
+from fcs_data.schemas.store import FORMAT_VERSION, EpisodeMeta, Provenance, StoreMetadata, StoreStats
+from fcs_data.stats import array_stats, channel_histogram, image_stats
+from fcs_data.store import ROOT_ATTR
+from fcs_data.validation.source import validate_source
+from fcs_data.window_index import episode_starts, total_frames
+
+PROGRESS_FILE = "fcs-progress.jsonl"
+PARTIAL_ATTR = "fcs_partial"
+
+
+class ConversionRefused(FcsError):
+    """The validator found errors; `report` says which."""
+
+    def __init__(self, message: str, report: ValidationReport):
+        super().__init__(message)
+        self.report = report
+
+
+class VerificationFailed(FcsError):
+    """`verify` found a value in the store that differs from the source."""
+
+
+@dataclass
+class ConvertProgress:
+    """Callbacks for long phases; each gets `(done, total)` and frames also the source bytes read."""
+
+    validate: Callable[[int, int], None] | None = None
+    episodes: Callable[[int, int], None] | None = None
+    frames: Callable[[int, int, int], None] | None = None
+    verify: Callable[[int, int], None] | None = None
+
+
+@dataclass
+class ConversionResult:
+    store: Path
+    report: ValidationReport
+    num_episodes: int
+    num_frames: int
+    skipped: dict[int, list[str]]
+    conversions: list[str]
+    resumed_shards: int
+    source_bytes: int
+    store_bytes: int
+    seconds: float
+    peak_rss_main_mb: float
+    peak_rss_worker_mb: float
+    idle_rss_worker_mb: float
+    verified: bool
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _rss_mb() -> float:
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def _fcs_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fcs")
+    except PackageNotFoundError:
+        return "0.0.0+local"
+
+
+# -- the plan: which source frames go where ------------------------------------------------------
+@dataclass
+class Plan:
+    source: str
+    layout: Layout
+    codec: str
+    shard_frames: int
+    episodes: list[int]  # source indices, in store order
+    source_lengths: list[int]
+    episode_ends: np.ndarray
+
+    @property
+    def num_frames(self) -> int:
+        return total_frames(self.episode_ends)
+
+    @property
+    def episode_starts(self) -> np.ndarray:
+        return episode_starts(self.episode_ends)
+
+    @property
+    def num_shards(self) -> int:
+        return -(-self.num_frames // self.shard_frames)
+
+    def fingerprint(self, source_files: dict[str, int]) -> str:
+        """Changes when the source, the layout or the options change (resume refuses then)."""
+        blob = json.dumps({
+            "format": FORMAT_VERSION, "source": self.source, "layout": self.layout.model_dump(mode="json"),
+            "codec": self.codec, "shard_frames": self.shard_frames, "episodes": self.episodes,
+            "lengths": self.source_lengths, "files": source_files,
+        }, sort_keys=True)
+        return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
+
+    def pieces(self, shard: int) -> Iterator[tuple[int, int, int, int]]:
+        """`(store_episode, local_start, local_stop, offset_in_shard)` covering one shard."""
+        a = shard * self.shard_frames
+        b = min(a + self.shard_frames, self.num_frames)
+        starts = self.episode_starts
+        e = int(np.searchsorted(self.episode_ends, a, side="right"))
+        while e < len(self.episode_ends) and starts[e] < b:
+            lo, hi = max(a, int(starts[e])), min(b, int(self.episode_ends[e]))
+            if hi > lo:
+                yield e, lo - int(starts[e]), hi - int(starts[e]), lo - a
+            e += 1
+
+
+# -- work done in worker processes (or inline) ----------------------------------------------------
+class _Job:
+    """What a worker needs; built once per worker process by `_call`."""
+
+    def __init__(self, plan_json: str, out: str):
+        d = json.loads(plan_json)
+        self.plan = Plan(d["source"], Layout.model_validate(d["layout"]), d["codec"], d["shard_frames"],
+                         d["episodes"], d["source_lengths"], np.asarray(d["episode_ends"], np.int64))
+        self.out = out
+        self.source = LoggerSource.open(self.plan.source, self.plan.layout)
+        self._frames_cache: tuple[int, torch.Tensor] | None = None
+        self._writer: FrameWriter | None = None
+        self.idle_rss_mb = _rss_mb()
+
+    def _source_frames(self, store_episode: int) -> torch.Tensor:
+        src = self.plan.episodes[store_episode]
+        if self._frames_cache is None or self._frames_cache[0] != src:
+            self._frames_cache = (src, self.source.open_frames(src))
+        return self._frames_cache[1]
+
+    def converted_frames(self, shard: int) -> tuple[np.ndarray, int]:
+        """Store frames of one shard, converted from the source, and the source bytes read."""
+        plan = self.plan
+        a = shard * plan.shard_frames
+        n = min(plan.shard_frames, plan.num_frames - a)
+        block = np.empty((n, *plan.layout.observation.shape), np.uint8)
+        read = 0
+        for e, lo, hi, off in plan.pieces(shard):
+            raw = self._source_frames(e)[lo:hi].numpy()
+            read += raw.nbytes
+            block[off : off + hi - lo] = frames_to_store(raw, plan.layout, plan.episodes[e], lo)
+        return block, read
+
+    def write_shard(self, shard: int) -> dict:
+        block, read = self.converted_frames(shard)
+        if self._writer is None:
+            self._writer = FrameWriter(self.out)
+        self._writer.write_shard(shard, block)
+        return {"shard": shard, "hist": channel_histogram(block).tolist(), "bytes": read, "frames": len(block),
+                "rss_mb": _peak_rss_mb(), "idle_rss_mb": self.idle_rss_mb}
+
+    def episode_lowdim(self, store_episode: int) -> dict:
+        """Forward-aligned state/action of one episode, its params and the hash of its source."""
+        src = self.plan.episodes[store_episode]
+        length = self.plan.source_lengths[store_episode]
+        state, action = self.source.read_lowdim(src, length)
+        h = hashlib.blake2b(digest_size=32)
+        h.update(np.ascontiguousarray(state).tobytes())
+        h.update(np.ascontiguousarray(action).tobytes())
+        ep_dir = self.source.root / f"{src:06d}"
+        for p in sorted(ep_dir.iterdir()):
+            if p.is_file():
+                h.update(p.name.encode())
+                with p.open("rb") as f:
+                    h.update(hashlib.file_digest(f, "blake2b").digest())
+        state, action = lowdim_to_store(state, action, self.plan.layout)
+        meta = EpisodeMeta(source_index=src, source_dir=ep_dir.name, source_length=length,
+                           params=self.source.read_params(src), content_hash=h.hexdigest())
+        return {"episode": store_episode, "state": state, "action": action, "meta": meta.model_dump(mode="json"),
+                "rss_mb": _peak_rss_mb()}
+
+    def verify_shard(self, shard: int) -> list[str]:
+        expected, _ = self.converted_frames(shard)
+        reader = ShardedFrames(f"{self.out}/{RGB}")
+        a = shard * self.plan.shard_frames
+        got = reader.read(np.arange(a, a + len(expected)))
+        reader.close()
+        bad = np.flatnonzero((got != expected).reshape(len(got), -1).any(axis=1))
+        return [f"frame {a + int(i)} differs from the source" for i in bad[:5]]
+
+    def verify_episode(self, store_episode: int) -> list[str]:
+        d = self.episode_lowdim(store_episode)
+        a = int(self.plan.episode_starts[store_episode])
+        b = int(self.plan.episode_ends[store_episode])
+        out = []
+        for name, sub in (("state", STATE), ("action", ACTION)):
+            rows = ChunkedRows(f"{self.out}/{sub}")
+            got = rows.read(a, b)
+            rows.close()
+            if not np.array_equal(got, d[name]):
+                out.append(f"episode {store_episode} (source {self.plan.episodes[store_episode]}): {name} differs")
+        return out
+
+
+_JOBS: dict[tuple[str, str], _Job] = {}
+
+
+def _call(plan_json: str, out: str, method: str, arg: int):
+    """Run `_Job(plan_json, out).method(arg)`, building the job once per process."""
+    key = (plan_json, out)
+    if key not in _JOBS:
+        _JOBS.clear()
+        _JOBS[key] = _Job(plan_json, out)
+    return getattr(_JOBS[key], method)(arg)
+
+
+class _Runner:
+    """Runs `_Job` methods over a `WorkerPool`, results in order."""
+
+    def __init__(self, pool: WorkerPool, plan_json: str, out: str):
+        self.pool, self.plan_json, self.out = pool, plan_json, out
+
+    def map(self, method: str, args: Iterable[int]) -> Iterator:
+        args = list(args)
+        n = len(args)
+        return self.pool.map(_call, [self.plan_json] * n, [self.out] * n, [method] * n, args)
+
+
+# -- progress file -----------------------------------------------------------------------------
+def _read_progress(path: Path) -> tuple[dict | None, dict[int, dict]]:
+    """`(lowdim record or None, shard -> record)`; a torn last line (crash mid-write) is ignored."""
+    lowdim, shards = None, {}
+    if not path.exists():
+        return lowdim, shards
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "lowdim" in rec:
+            lowdim = rec
+        elif "shard" in rec:
+            shards[int(rec["shard"])] = rec
+    return lowdim, shards
+
+
+class _ProgressLog:
+    def __init__(self, path: Path):
+        self.f = path.open("a")
+
+    def append(self, rec: dict) -> None:
+        self.f.write(json.dumps(rec) + "\n")
+        self.f.flush()
+        os.fsync(self.f.fileno())
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _plan(src: Path, layout: Layout, report: ValidationReport, codec: str, shard_frames: int,
+          skip_bad: bool) -> tuple[Plan, dict[int, list[str]]]:
+    global_errors = [f for f in report.findings if f.severity == "error" and f.episode is None]
+    bad = report.bad_episodes()
+    if global_errors or (bad and not skip_bad):
+        n = report.counts["error"]
+        what = "dataset-wide errors" if global_errors else f"errors in {len(bad)} episodes"
+        hint = "" if global_errors else " (--skip-bad converts the other episodes)"
+        raise ConversionRefused(f"{src}: validation found {n} errors ({what}); not converting{hint}", report)
+    skipped = {i: reasons for i, reasons in bad.items()}
+    episodes, lengths = [], []
+    for i in report.episodes_checked:
+        if i in skipped:
+            continue
+        length = report.episode_lengths[i]
+        if store_length(length, layout) < 1:
+            skipped[i] = [f"only {length} steps: nothing left after aligning actions forward"]
+            continue
+        episodes.append(i)
+        lengths.append(length)
+    if not episodes:
+        raise ConversionRefused(f"{src}: no episode left to convert", report)
+    ends = np.cumsum([store_length(t, layout) for t in lengths]).astype(np.int64)
+    return Plan(str(src.resolve()), layout, codec, shard_frames, episodes, lengths, ends), skipped
+
+
+def convert_to_zarr(
+    src: str | Path,
+    out: str | Path | None = None,
+    *,
+    layout: str | Layout | None = None,
+    codec: str = DEFAULT_CODEC,
+    workers: int | None = None,
+    resume: bool = False,
+    skip_bad: bool = False,
+    overwrite: bool = False,
+    verify: bool = False,
+    shard_frames: int = DEFAULT_SHARD_FRAMES,
+    progress: ConvertProgress | None = None,
+    command: list[str] | None = None,
+) -> ConversionResult:
+    """Convert the logger dataset `src` into the fcs store `out` (default: `SRC.zarr` beside it)."""
+    t_start = time.perf_counter()
+    src = Path(src)
+    layout = get_layout(layout)
+    codec_preset(codec)
+    out = Path(out) if out is not None else src.with_name(src.name + ".zarr")
+    partial = out.with_name(out.name + ".partial")
+    progress = progress or ConvertProgress()
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    if partial.exists() and not resume:
+        if not overwrite:
+            raise FileExistsError(
+                f"{partial} holds an unfinished conversion; pass --resume to continue it or --overwrite to restart"
+            )
+        shutil.rmtree(partial)
+    if resume and not partial.exists():
+        resume = False  # nothing to resume: start fresh
+
+    with WorkerPool(workers) as pool:
+        return _convert(src, out, partial, layout, codec, pool, resume, skip_bad, verify, shard_frames, progress,
+                        command, t_start)
+
+
+def _convert(src: Path, out: Path, partial: Path, layout: Layout, codec: str, pool: WorkerPool, resume: bool,
+             skip_bad: bool, verify: bool, shard_frames: int, progress: ConvertProgress, command: list[str] | None,
+             t_start: float) -> ConversionResult:
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    report = validate_source(src, layout, pool=pool, progress=progress.validate)
+    timings["validate"] = time.perf_counter() - t0
+    plan, skipped = _plan(src, layout, report, codec, shard_frames, skip_bad)
+    files = {p.name: p.stat().st_mtime_ns ^ p.stat().st_size for p in src.iterdir() if p.is_file()}
+    for e in plan.episodes:
+        files.update(_episode_files(src, e))
+    fingerprint = plan.fingerprint(files)
+    plan_json = json.dumps({"source": plan.source, "layout": layout.model_dump(mode="json"), "codec": codec,
+                            "shard_frames": shard_frames, "episodes": plan.episodes,
+                            "source_lengths": plan.source_lengths, "episode_ends": plan.episode_ends.tolist()})
+
+    if resume:
+        attrs = zarr.open_group(str(partial), mode="r").attrs.asdict()
+        if attrs.get(PARTIAL_ATTR, {}).get("fingerprint") != fingerprint:
+            raise FcsError(
+                f"{partial} was started from a different source, layout or options; "
+                "run with the same options, or --overwrite to start over"
+            )
+    else:
+        create_arrays(partial, frame_shape=layout.observation.shape, episode_ends=plan.episode_ends,
+                      state_dim=layout.state_dim, action_dim=layout.action_dim, codec=codec_preset(codec),
+                      shard_frames=shard_frames)
+        zarr.open_group(str(partial), mode="r+").attrs.update({PARTIAL_ATTR: {"fingerprint": fingerprint}})
+    lowdim_rec, shard_recs = _read_progress(partial / PROGRESS_FILE)
+    resumed_shards = len(shard_recs)
+    log = _ProgressLog(partial / PROGRESS_FILE)
+    runner = _Runner(pool, plan_json, str(partial))
+    worker_rss = idle_rss = 0.0
+    try:
+        if lowdim_rec is None:
+            t0 = time.perf_counter()
+            total = plan.num_frames
+            state = np.zeros((total, layout.state_dim), np.float32)
+            action = np.zeros((total, layout.action_dim), np.float32)
+            metas: list[dict] = [{}] * len(plan.episodes)
+            for done, d in enumerate(runner.map("episode_lowdim", range(len(plan.episodes))), 1):
+                e = d["episode"]
+                a, b = int(plan.episode_starts[e]), int(plan.episode_ends[e])
+                state[a:b], action[a:b] = d["state"], d["action"]
+                metas[e] = d["meta"]
+                worker_rss = max(worker_rss, d["rss_mb"])
+                if progress.episodes:
+                    progress.episodes(done, len(plan.episodes))
+            group = zarr.open_group(str(partial), mode="r+")
+            group[STATE][:] = state
+            group[ACTION][:] = action
+            for sub in (STATE, ACTION):
+                for p in (partial / sub / "c").rglob("*"):
+                    if p.is_file():
+                        fsync_path(p)
+            p = layout.proprio_slice
+            lowdim_rec = {"lowdim": True, "episodes": metas, "stats": {
+                "state": array_stats(state).model_dump(), "action": array_stats(action).model_dump(),
+                "proprio": array_stats(state[:, p]).model_dump()}}
+            log.append(lowdim_rec)
+            del state, action
+            timings["episodes"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        todo = [k for k in range(plan.num_shards) if k not in shard_recs]
+        frames_done = sum(r["frames"] for r in shard_recs.values())
+        bytes_read = 0
+        if progress.frames:
+            progress.frames(frames_done, plan.num_frames, bytes_read)
+        for rec in runner.map("write_shard", todo):
+            log.append(rec)
+            shard_recs[rec["shard"]] = rec
+            frames_done += rec["frames"]
+            bytes_read += rec["bytes"]
+            worker_rss = max(worker_rss, rec["rss_mb"])
+            idle_rss = max(idle_rss, rec["idle_rss_mb"])
+            if progress.frames:
+                progress.frames(frames_done, plan.num_frames, bytes_read)
+        timings["frames"] = time.perf_counter() - t0
+
+        verified = False
+        if verify:
+            t0 = time.perf_counter()
+            problems: list[str] = []
+            n_units = plan.num_shards + len(plan.episodes)
+            done = 0
+            for units in (runner.map("verify_shard", range(plan.num_shards)),
+                          runner.map("verify_episode", range(len(plan.episodes)))):
+                for found in units:
+                    problems += found
+                    done += 1
+                    if progress.verify:
+                        progress.verify(done, n_units)
+            if problems:
+                shutil.rmtree(partial, ignore_errors=True)
+                raise VerificationFailed(
+                    f"{out}: {len(problems)} values differ from the source (e.g. {'; '.join(problems[:3])}); "
+                    "the store was not published"
+                )
+            verified = True
+            timings["verify"] = time.perf_counter() - t0
+
+        hist = np.sum([np.asarray(r["hist"], np.int64) for r in shard_recs.values()], axis=0)
+        stats = StoreStats.model_validate({**lowdim_rec["stats"], "rgb": image_stats(hist).model_dump()})
+        conversions = conversion_notes(layout)
+        metadata = StoreMetadata(
+            fcs_format=FORMAT_VERSION, layout=layout, num_episodes=len(plan.episodes), num_frames=plan.num_frames,
+            frame_shape=layout.observation.shape, shard_frames=shard_frames,
+            lowdim_chunk=int(zarr.open_array(str(partial / STATE), mode="r").chunks[0]),
+            codec=codec_preset(codec), stats=stats, complete=True,
+            provenance=Provenance(
+                source=plan.source, source_layout=layout.name, fcs_version=_fcs_version(),
+                created=datetime.now(UTC).isoformat(timespec="seconds"),
+                command=command if command is not None else sys.argv, conversions=conversions,
+                skipped_episodes=skipped,
+            ),
+        )
+        zarr.open_group(str(partial / "meta"), mode="r+").attrs.update({"episodes": lowdim_rec["episodes"]})
+        root = zarr.open_group(str(partial), mode="r+")
+        root.attrs.update({ROOT_ATTR: metadata.model_dump(mode="json")})
+        del root.attrs[PARTIAL_ATTR]
+
+    finally:
+        log.close()
+    (partial / PROGRESS_FILE).unlink()
+    if out.exists():
+        old = out.with_name(out.name + f".old-{os.getpid()}")
+        out.rename(old)
+        partial.rename(out)
+        shutil.rmtree(old)
+    else:
+        partial.rename(out)
+    return ConversionResult(
+        store=out, report=report, num_episodes=len(plan.episodes), num_frames=plan.num_frames, skipped=skipped,
+        conversions=conversions, resumed_shards=resumed_shards,
+        source_bytes=sum(_dir_bytes(src / f"{i:06d}") for i in plan.episodes), store_bytes=_dir_bytes(out),
+        seconds=time.perf_counter() - t_start, peak_rss_main_mb=_peak_rss_mb(), peak_rss_worker_mb=worker_rss,
+        idle_rss_worker_mb=idle_rss,
+        verified=verified, timings=timings,
+    )
+
+
+def _episode_files(src: Path, episode: int) -> dict[str, int]:
+    d = src / f"{episode:06d}"
+    if not d.is_dir():
+        return {}
+    return {f"{d.name}/{p.name}": p.stat().st_mtime_ns ^ p.stat().st_size for p in d.iterdir() if p.is_file()}

@@ -1,0 +1,109 @@
+"""`StoreMetadata`: the root attributes of an fcs Zarr store (docs/FORMAT.md, `fcs_format: 1`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from fcs_data.schemas.layout import Layout
+
+FORMAT_VERSION = 1
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ArrayStats(_Model):
+    """Per-dimension statistics over valid steps, `(D,)` lists."""
+
+    mean: list[float]
+    std: list[float]
+    min: list[float]
+    max: list[float]
+    q01: list[float]
+    q99: list[float]
+    count: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _same_length(self) -> ArrayStats:
+        n = len(self.mean)
+        for name in ("std", "min", "max", "q01", "q99"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"stats field {name!r} has {len(getattr(self, name))} values, mean has {n}")
+        return self
+
+    @property
+    def dim(self) -> int:
+        return len(self.mean)
+
+
+class ImageStats(_Model):
+    """Per-channel mean and std of the stored uint8 frames (0..255 scale), RGB order."""
+
+    mean: list[float] = Field(min_length=3, max_length=3)
+    std: list[float] = Field(min_length=3, max_length=3)
+    count: int = Field(ge=0, description="pixels per channel")
+
+
+class StoreStats(_Model):
+    state: ArrayStats
+    action: ArrayStats
+    proprio: ArrayStats
+    rgb: ImageStats
+
+
+class Provenance(_Model):
+    source: str
+    source_layout: str
+    fcs_version: str
+    created: str
+    command: list[str]
+    conversions: list[str] = Field(default_factory=list, description="what was changed to fit the conventions")
+    skipped_episodes: dict[int, list[str]] = Field(default_factory=dict, description="source index -> reasons")
+
+
+class EpisodeMeta(_Model):
+    """Per-episode metadata, in store order (`meta` group attribute `episodes`)."""
+
+    source_index: int
+    source_dir: str
+    source_length: int = Field(description="valid steps in the source (the store may hold one fewer)")
+    params: dict = Field(default_factory=dict, description="property_params.pkl as JSON")
+    content_hash: str = Field(description="blake2b-256 of the episode's source files and state/action rows")
+
+
+class Codec(_Model):
+    """How `data/rgb` chunks are encoded (one of the `--codec` presets)."""
+
+    preset: str
+    blosc_cname: str | None = None
+    blosc_clevel: int | None = None
+    blosc_shuffle: Literal["noshuffle", "shuffle", "bitshuffle"] | None = None
+
+
+class StoreMetadata(_Model):
+    """Everything a reader needs besides the arrays: root attribute `fcs` of the store."""
+
+    fcs_format: int
+    layout: Layout
+    channel_order: Literal["RGB"] = "RGB"
+    action_alignment: Literal["forward"] = "forward"
+    num_episodes: int = Field(ge=0)
+    num_frames: int = Field(ge=0)
+    frame_shape: tuple[int, int, int]
+    shard_frames: int = Field(gt=0)
+    lowdim_chunk: int = Field(gt=0)
+    codec: Codec
+    provenance: Provenance
+    stats: StoreStats | None = None
+    complete: bool = False
+
+    @model_validator(mode="after")
+    def _version(self) -> StoreMetadata:
+        if self.fcs_format != FORMAT_VERSION:
+            raise ValueError(
+                f"fcs_format {self.fcs_format} is not supported by this fcs (reads format {FORMAT_VERSION})"
+            )
+        return self

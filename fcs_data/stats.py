@@ -1,0 +1,61 @@
+"""Normalisation statistics: per-dimension moments and quantiles, per-channel image moments.
+
+Statistics are always taken over valid steps only (never the zero padding of the logger) and in
+float64, so the mean of a million float32 rows does not drift.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fcs_data.schemas.store import ArrayStats, ImageStats
+
+STD_EPS = 1e-6  # added to std when normalising (DINO-WM convention)
+
+
+def array_stats(x: np.ndarray) -> ArrayStats:
+    """Statistics of `x (n, D)` along the first axis (population std)."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"expected (n, D) rows, got shape {x.shape}")
+    if len(x) == 0:
+        nan = [float("nan")] * x.shape[1]
+        return ArrayStats(mean=nan, std=nan, min=nan, max=nan, q01=nan, q99=nan, count=0)
+    q01, q99 = np.quantile(x, [0.01, 0.99], axis=0)
+    return ArrayStats(
+        mean=x.mean(axis=0).tolist(),
+        std=x.std(axis=0).tolist(),
+        min=x.min(axis=0).tolist(),
+        max=x.max(axis=0).tolist(),
+        q01=q01.tolist(),
+        q99=q99.tolist(),
+        count=len(x),
+    )
+
+
+def channel_histogram(frames: np.ndarray) -> np.ndarray:
+    """`(3, 256)` int64 counts of each uint8 value per channel for frames `(n, H, W, 3)`."""
+    flat = torch.from_numpy(np.ascontiguousarray(frames)).reshape(-1, 3)
+    return torch.stack([torch.bincount(flat[:, c].contiguous(), minlength=256) for c in range(3)]).numpy()
+
+
+def image_stats(hist: np.ndarray) -> ImageStats:
+    """Exact per-channel mean and std from `(3, 256)` value counts."""
+    hist = np.asarray(hist, dtype=np.float64)
+    values = np.arange(256, dtype=np.float64)
+    count = hist.sum(axis=1)
+    safe = np.maximum(count, 1)
+    mean = (hist * values).sum(axis=1) / safe
+    var = (hist * values**2).sum(axis=1) / safe - mean**2
+    return ImageStats(mean=mean.tolist(), std=np.sqrt(np.maximum(var, 0)).tolist(), count=int(count[0]))
+
+
+def normalize(x: np.ndarray, stats: ArrayStats) -> np.ndarray:
+    """`(x - mean) / (std + 1e-6)`, float32."""
+    return ((x - np.asarray(stats.mean)) / (np.asarray(stats.std) + STD_EPS)).astype(np.float32)
+
+
+def unnormalize(x: np.ndarray, stats: ArrayStats) -> np.ndarray:
+    """Inverse of `normalize`."""
+    return (np.asarray(x, np.float64) * (np.asarray(stats.std) + STD_EPS) + np.asarray(stats.mean)).astype(np.float32)

@@ -1,0 +1,209 @@
+"""`WindowDataset` and `WindowIndex`: DINO-WM windows equal a direct computation from the source."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import load_pkl
+
+from fcs_data.converters.to_zarr import convert_to_zarr
+from fcs_data.store import open_store
+from fcs_data.synth import synthesize
+from fcs_data.window_index import WindowIndex, windows_per_episode
+from fcs_data.windows import ReferenceAdapter, WindowDataset, split_episodes
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """10 episodes of 14..40 steps: some too short for the longer windows below."""
+    return synthesize(tmp_path_factory.mktemp("win") / "src", episodes=10, min_len=14, max_len=40, seed=21)
+
+
+@pytest.fixture(scope="module")
+def store(source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return convert_to_zarr(source, tmp_path_factory.mktemp("win") / "s.zarr", workers=1, shard_frames=8).store
+
+
+@pytest.fixture(scope="module")
+def arrays(source: Path) -> dict:
+    lengths = load_pkl(source / "metadata.pkl")["episode_lengths"]
+    states = torch.load(source / "states.pth", weights_only=True).numpy()
+    actions = torch.load(source / "actions.pth", weights_only=True).numpy()
+    frames = [torch.load(source / f"{i:06d}" / "obses.pth", weights_only=True).numpy() for i in range(len(lengths))]
+    return {"lengths": lengths, "states": states, "actions": actions, "frames": frames}
+
+
+def _expected(arrays: dict, train: np.ndarray, episode: int, s: int, num_frames: int, fs: int) -> dict:
+    """The DINO-WM window straight from the logger arrays, normalised with train-episode stats."""
+    n = arrays["lengths"]
+    valid_a = np.concatenate([arrays["actions"][e, : n[e]] for e in train]).astype(np.float64)
+    valid_p = np.concatenate([arrays["states"][e, : n[e], 0:3] for e in train]).astype(np.float64)
+    steps = np.arange(s, s + num_frames * fs, fs)
+    state = arrays["states"][episode, steps]
+    action = arrays["actions"][episode, s : s + num_frames * fs]
+    a_norm = (action - valid_a.mean(0)) / (valid_a.std(0) + 1e-6)
+    p_norm = (state[:, 0:3] - valid_p.mean(0)) / (valid_p.std(0) + 1e-6)
+    return {
+        "visual": arrays["frames"][episode][steps].transpose(0, 3, 1, 2),
+        "state": state,
+        "proprio": p_norm,
+        "action": a_norm.reshape(num_frames, -1),
+    }
+
+
+@pytest.mark.parametrize("num_hist,num_pred,frameskip", [(3, 1, 5), (1, 1, 1), (2, 3, 2), (4, 1, 1), (1, 2, 7)])
+def test_every_field_equals_the_source(store: Path, arrays: dict, num_hist: int, num_pred: int,
+                                       frameskip: int) -> None:
+    ds = WindowDataset(store, num_hist=num_hist, num_pred=num_pred, frameskip=frameskip, split="train", seed=3)
+    train = split_episodes(range(10), "train", 0.9, 3)
+    num_frames = num_hist + num_pred
+    rng = np.random.default_rng(num_hist * 100 + frameskip)
+    for i in [*rng.integers(0, len(ds), 25).tolist(), 0, len(ds) - 1]:
+        item = ds[i]
+        want = _expected(arrays, train, item["episode"], item["start"], num_frames, frameskip)
+        assert item["visual"].shape == (num_frames, 3, 256, 256) and item["visual"].dtype == torch.uint8
+        np.testing.assert_array_equal(item["visual"].numpy(), want["visual"])
+        np.testing.assert_array_equal(item["state"].numpy(), want["state"])
+        np.testing.assert_allclose(item["proprio"].numpy(), want["proprio"], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(item["action"].numpy(), want["action"], rtol=1e-4, atol=1e-4)
+        assert item["action"].shape == (num_frames, frameskip * 9) and item["action"].dtype == torch.float32
+        assert 0 <= item["start"] <= arrays["lengths"][item["episode"]] - num_frames * frameskip
+
+
+def test_all_windows_are_served_exactly_once(store: Path, arrays: dict) -> None:
+    ds = WindowDataset(store, num_hist=2, num_pred=1, frameskip=3, split="all")
+    seen = {(ds[i]["episode"], ds[i]["start"]) for i in range(len(ds))}
+    lengths = np.asarray(arrays["lengths"])
+    expected = {(e, s) for e in range(10) for s in range(max(0, lengths[e] - 9 + 1))}
+    assert seen == expected and len(ds) == len(expected)
+
+
+def test_too_short_episodes_are_excluded_and_reported_once(store: Path, arrays: dict,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    lengths = np.asarray(arrays["lengths"])
+    num_frames, fs = 4, 8  # needs 32 frames
+    short = {int(e) for e in np.flatnonzero(lengths < num_frames * fs)}
+    assert short and len(short) < 10, "the fixture has both kinds"
+    with caplog.at_level(logging.WARNING, logger="fcs_data"):
+        ds = WindowDataset(store, num_hist=3, num_pred=1, frameskip=fs, split="all")
+        for i in range(min(len(ds), 50)):
+            ds[i]
+    assert set(ds.excluded_episodes) == short
+    assert {ds[i]["episode"] for i in range(len(ds))}.isdisjoint(short)
+    records = [r for r in caplog.records if "shorter than" in r.getMessage()]
+    assert len(records) == 1 and "32 frames" in records[0].getMessage()
+
+
+def test_split_is_seeded_stable_and_disjoint(store: Path) -> None:
+    train = WindowDataset(store, num_hist=1, split="train", seed=5)
+    val = WindowDataset(store, num_hist=1, split="val", seed=5)
+    assert set(train.episodes).isdisjoint(val.episodes)
+    assert sorted({*train.episodes, *val.episodes}) == list(range(10))
+    assert len(val.episodes) == 1
+    again = WindowDataset(store, num_hist=1, split="train", seed=5)
+    np.testing.assert_array_equal(train.episodes, again.episodes)
+    other = [tuple(split_episodes(range(10), "val", 0.7, s)) for s in range(6)]
+    assert len(set(other)) > 1, "the seed changes the split"
+    assert len(split_episodes([4, 9], "val", 0.9, 0)) == 1, "two episodes: one each side"
+
+
+def test_validation_uses_training_statistics(store: Path, arrays: dict) -> None:
+    train = WindowDataset(store, num_hist=1, split="train", seed=1)
+    val = WindowDataset(store, num_hist=1, split="val", seed=1)
+    every = WindowDataset(store, num_hist=1, split="all")
+    assert val.stats == train.stats
+    assert every.stats["action"].mean != train.stats["action"].mean
+    lengths = arrays["lengths"]
+    acts = np.concatenate([arrays["actions"][e, : lengths[e]] for e in train.episodes])
+    np.testing.assert_allclose(train.stats["action"].mean, acts.mean(0), rtol=1e-6, atol=1e-9)
+    assert train.stats["action"].count == len(acts)
+
+
+def test_statistics_are_cached_in_the_store(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fcs_data.windows as windows
+
+    first = WindowDataset(store, num_hist=1, split="train", seed=77)
+    monkeypatch.setattr(windows, "array_stats", lambda x: pytest.fail("statistics were recomputed"))
+    second = WindowDataset(store, num_hist=2, split="val", seed=77)
+    assert second.stats == first.stats
+    assert (store / "cache" / "zarr.json").exists()
+    assert open_store(store).num_frames > 0, "the cache does not disturb the store"
+
+
+def test_unnormalize_inverts_normalisation(store: Path, arrays: dict) -> None:
+    ds = WindowDataset(store, num_hist=2, frameskip=3, split="all")
+    item = ds[5]
+    raw = arrays["actions"][item["episode"], item["start"] : item["start"] + 9]
+    np.testing.assert_allclose(ds.unnormalize_action(item["action"]), raw.reshape(3, -1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ds.normalize_action(raw.reshape(3, -1)), item["action"].numpy(), rtol=1e-5,
+                               atol=1e-5)
+    np.testing.assert_allclose(ds.unnormalize_proprio(item["proprio"]), item["state"][:, 0:3], atol=1e-5)
+    plain = WindowDataset(store, num_hist=2, frameskip=3, split="all", normalize=False)
+    np.testing.assert_array_equal(plain[5]["action"].numpy(), raw.reshape(3, -1))
+
+
+def test_memory_cache_serves_the_same_items(store: Path) -> None:
+    ds = WindowDataset(store, num_hist=2, frameskip=2, split="val", seed=2)
+    cached = WindowDataset(store, num_hist=2, frameskip=2, split="val", seed=2, cache=True)
+    total = int(open_store(store).episode_lengths[ds.episodes].sum())
+    assert cached.cache_bytes == total * 256 * 256 * 3
+    for i in range(len(ds)):
+        a, b = ds[i], cached[i]
+        assert all(torch.equal(a[k], b[k]) for k in ("visual", "proprio", "action", "state"))
+
+
+def test_reference_adapter_gives_obs_act_state(store: Path) -> None:
+    ds = WindowDataset(store, num_hist=3, frameskip=1, split="all")
+    obs, act, state = ReferenceAdapter(ds)[4]
+    item = ds[4]
+    assert set(obs) == {"visual", "proprio"}
+    assert torch.equal(obs["visual"], item["visual"]) and torch.equal(act, item["action"])
+    assert torch.equal(state, item["state"])
+    obs, _, _ = ReferenceAdapter(ds, transform=lambda v: v.float() / 255)[4]
+    assert obs["visual"].dtype == torch.float32
+
+
+def test_read_path_never_calls_torch_load(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ds = WindowDataset(store, num_hist=3, frameskip=2, split="all")
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load on the read path"))
+    for i in range(0, len(ds), 7):
+        ds[i]
+
+
+def test_dataset_pickles_to_a_path_and_small_arrays(store: Path) -> None:
+    ds = WindowDataset(store, num_hist=3, frameskip=2, split="all")
+    ds[0]
+    blob = pickle.dumps(ds)
+    assert len(blob) < 20_000
+    back = pickle.loads(blob)
+    assert torch.equal(back[3]["visual"], ds[3]["visual"])
+
+
+def test_window_index_matches_brute_force() -> None:
+    lengths = np.array([3, 10, 0, 7, 25, 9])
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    idx = WindowIndex(np.arange(6), starts, lengths, num_frames=2, frameskip=4)
+    brute = [(e, s, int(starts[e]) + s) for e in range(6) for s in range(max(0, lengths[e] - 8 + 1))]
+    assert [idx.locate(i) for i in range(len(idx))] == brute
+    eps, ss, gs = idx.locate_many(np.arange(len(idx)))
+    assert list(zip(eps.tolist(), ss.tolist(), gs.tolist(), strict=True)) == brute
+    with pytest.raises(IndexError):
+        idx.locate(len(idx))
+
+
+def test_ten_million_windows_take_almost_no_memory() -> None:
+    lengths = np.full(10_000, 1_000 + 20 - 1)  # 1,000 windows each of 4 frames at frameskip 5
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    idx = WindowIndex(np.arange(10_000), starts, lengths, num_frames=4, frameskip=5)
+    assert len(idx) == 10_000_000
+    assert idx.nbytes < 1_000_000
+    assert idx.locate(9_999_999) == (9_999, 999, int(starts[-1]) + 999)
+
+
+def test_windows_per_episode_uses_frames_times_frameskip() -> None:
+    np.testing.assert_array_equal(windows_per_episode([19, 20, 21, 5], 4, 5), [0, 1, 2, 0])
