@@ -35,18 +35,21 @@ LayoutOpt = Annotated[
 ]
 
 
-def command(fn: Callable) -> Callable:
-    """Register `fn` as a command whose expected failures print one line and exit 1."""
+def command(fn: Callable | None = None, *, name: str | None = None) -> Callable:
+    """Register a command whose expected failures print one line and exit 1."""
 
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (FcsError, FileExistsError, FileNotFoundError, PermissionError) as e:
-            err_console.print(f"[bold red]error:[/] {e}")
-            raise typer.Exit(1) from None
+    def register(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except (FcsError, FileExistsError, FileNotFoundError, PermissionError) as e:
+                err_console.print(f"[bold red]error:[/] {e}")
+                raise typer.Exit(1) from None
 
-    return app.command()(wrapper)
+        return app.command(name=name)(wrapper)
+
+    return register(fn) if fn is not None else register
 
 
 def parse_episode_spec(spec: str) -> list[int]:
@@ -251,6 +254,30 @@ def info(
         raise typer.BadParameter(f"episode {preview} not in 0..{s.num_episodes - 1}", param_hint="--preview")
     contact_sheet(s, preview, max_frames=max_frames).save(out)
     console.print(f"wrote {out}: episode {preview}, {s.episode_lengths[preview]} frames")
+
+
+@command(name="import-checkpoint")
+def import_checkpoint(
+    old: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="reference DINO-WM checkpoint (.pth)")],
+    new: Annotated[Path, typer.Argument(help="fcs checkpoint to write")],
+    overwrite: Annotated[bool, typer.Option(help="replace NEW if it exists")] = False,
+) -> None:
+    """Convert a reference DINO-WM checkpoint (pickled modules) into an fcs checkpoint.
+
+    Nothing in OLD is executed and the reference code is not needed: its classes are read as inert
+    containers and only their parameters and buffers are kept (plus the epoch). Any other global in
+    the file refuses the import.
+    """
+    from fcs_train.reference_import import import_reference_checkpoint
+
+    if new.exists() and not overwrite:
+        raise FileExistsError(f"{new} exists; pass --overwrite to replace it")
+    summary = import_reference_checkpoint(old, new)
+    for part, n in summary["parts"].items():
+        console.print(f"  {part:16} {n:>12,} values")
+    if summary["dropped"]:
+        console.print(f"  dropped (not model weights): {', '.join(summary['dropped'])}")
+    console.print(f"wrote {new} (epoch {summary['epoch']}); start a run from it with --set train.init_from={new}")
 
 
 def main() -> None:

@@ -19,8 +19,8 @@ from rich.table import Table
 
 from fcs_data.schemas import FINDING_KINDS, ValidationReport
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 _STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 

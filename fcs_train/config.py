@@ -1,0 +1,165 @@
+"""`TrainConfig`: everything a training run needs, validated, from YAML plus `--set` overrides.
+
+Defaults are the reference `train.yaml` and the DINO-WM paper (frameskip 5, num_hist 3,
+num_pred 1, image 224, batch 32, 100 epochs, Adam(W) learning rates 1e-6 / 5e-4 / 3e-4 / 5e-4,
+embedding dims 10, concat_dim 1). Presets: `full` (those defaults) and `tiny` (the same model
+code at toy sizes, for the CPU demo and tests).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    store: Path | None = Field(default=None, description="fcs store (fcs convert ... --to zarr)")
+    frameskip: int = Field(default=5, ge=1)
+    num_hist: int = Field(default=3, ge=1)
+    num_pred: int = Field(default=1, ge=1)
+    split_ratio: float = Field(default=0.9, gt=0, le=1)
+    split_seed: int = 42
+    num_workers: int = Field(default=4, ge=0)
+    cache: bool = Field(default=False, description="keep the store's frames in shared memory")
+    multiprocessing_context: Literal["fork", "forkserver", "spawn"] | None = None
+
+
+class EncoderConfig(_Section):
+    preset: Literal["dinov2_vits14", "tiny"] = "dinov2_vits14"
+    weights: Path | None = Field(default=None, description="DINOv2 weights file (official or timm keys)")
+    train: bool = False
+
+
+class PredictorConfig(_Section):
+    depth: int = Field(default=6, ge=1)
+    heads: int = Field(default=16, ge=1)
+    dim_head: int = Field(default=64, ge=1)
+    mlp_dim: int = Field(default=2048, ge=1)
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    emb_dropout: float = Field(default=0.0, ge=0, lt=1)
+
+
+class DecoderConfig(_Section):
+    enabled: bool = True
+    channel: int = Field(default=384, ge=2)
+    n_res_block: int = Field(default=4, ge=0)
+    n_res_channel: int = Field(default=128, ge=1)
+    n_embed: int = Field(default=2048, ge=1)
+    quantize: bool = False
+
+
+class ModelConfig(_Section):
+    image_size: int = Field(default=224, ge=16, description="decoder output size; the encoder sees S // 16 * 14")
+    encoder: EncoderConfig = EncoderConfig()
+    predictor: PredictorConfig = PredictorConfig()
+    decoder: DecoderConfig = DecoderConfig()
+    action_emb_dim: int = Field(default=10, ge=1)
+    proprio_emb_dim: int = Field(default=10, ge=1)
+    num_action_repeat: int = Field(default=1, ge=1)
+    num_proprio_repeat: int = Field(default=1, ge=1)
+    concat_dim: Literal[0, 1] = 1
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.image_size % 16:
+            raise ValueError(f"image_size {self.image_size} must be a multiple of 16 (the decoder upsamples x16)")
+        return self
+
+
+class OptimConfig(_Section):
+    encoder_lr: float = Field(default=1e-6, ge=0, description="Adam, only if the encoder trains")
+    predictor_lr: float = Field(default=5e-4, ge=0, description="AdamW (reference 5e-4; paper Table 12: 5e-5)")
+    decoder_lr: float = Field(default=3e-4, ge=0, description="Adam")
+    action_encoder_lr: float = Field(default=5e-4, ge=0, description="AdamW, action + proprio encoders")
+    weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay")
+    grad_clip: float | None = Field(default=None, gt=0, description="max gradient norm per part")
+
+
+class TrainSection(_Section):
+    run_dir: Path = Path("runs/dino_wm")
+    epochs: int = Field(default=100, ge=1)
+    max_steps: int | None = Field(default=None, ge=1, description="stop after this many optimiser steps")
+    batch_size: int = Field(default=32, ge=1, description="per process")
+    grad_accum: int = Field(default=1, ge=1, description="effective batch = batch_size x grad_accum x world size")
+    amp: Literal["auto", "bf16", "fp16", "off"] = Field(default="auto", description="auto: bf16 on CUDA, off on CPU")
+    compile: bool = False
+    seed: int = 0
+    device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1, ...")
+    val_every_epochs: int = Field(default=1, ge=1)
+    rollout_every_epochs: int = Field(default=1, ge=1)
+    num_rollouts: int = Field(default=10, ge=0)
+    checkpoint_every_epochs: int = Field(default=1, ge=1)
+    init_from: Path | None = Field(default=None, description="fcs checkpoint whose model weights start the run")
+    loader_timeout: float = Field(default=300.0, ge=0, description="seconds to wait for a batch (0: forever)")
+
+
+class LogConfig(_Section):
+    png_every_epochs: int = Field(default=1, ge=1)
+    num_reconstruct_samples: int = Field(default=6, ge=1)
+    lpips_vgg_weights: Path | None = Field(default=None, description="torchvision vgg16 weights for LPIPS")
+    tensorboard: bool = False
+    wandb: bool = False
+    wandb_project: str = "fcs"
+    print_every_steps: int = Field(default=10, ge=1)
+
+
+class TrainConfig(_Section):
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainSection = TrainSection()
+    log: LogConfig = LogConfig()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+PRESETS = ("full", "tiny")
+
+
+def _preset_data(name: str) -> dict[str, Any]:
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+    return yaml.safe_load(resources.files("fcs_train").joinpath("presets", f"{name}.yaml").read_text()) or {}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _set(data: dict, dotted: str) -> None:
+    if "=" not in dotted:
+        raise ValueError(f"--set {dotted!r}: expected section.key=value")
+    key, raw = dotted.split("=", 1)
+    parts = key.strip().split(".")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"--set {dotted!r}: {p!r} is not a section")
+    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+
+
+def load_config(path: str | Path | None = None, *, preset: str | None = None,
+                overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Preset (if any), then the YAML file (if any), then `section.key=value` overrides, validated."""
+    data: dict[str, Any] = _preset_data(preset) if preset else {}
+    if path is not None:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: a config file holds one mapping")
+        data = _merge(data, loaded)
+    for o in overrides:
+        _set(data, o)
+    return TrainConfig.model_validate(data)

@@ -1,0 +1,241 @@
+"""`VWorldModel`: DINO-WM's world model (Zhou et al. 2024), part for part.
+
+    obs["visual"]  (B, T, 3, S, S) float in [-1, 1], S = image_size (224)
+    obs["proprio"] (B, T, P) normalised proprio;  act (B, T, fs * A) normalised actions
+    encode      -> z (B, T, N, D'): DINOv2 patch tokens (N = (S/16)^2) with the proprio and action
+                   embeddings tiled onto every token (concat_dim 1, D' = 384 + 10 + 10) or appended
+                   as two extra tokens (concat_dim 0, D' = 384)
+    predict     -> z of frames 1..T from frames 0..T-1 (frame-causal ViT)
+    decode      -> images (B, T, 3, S, S) from the visual part of z
+    forward     -> z_pred, visual_pred, visual_reconstructed, loss, loss components
+    rollout     -> open-loop prediction from context frames and an action sequence
+
+Losses as the reference: `z_loss` = MSE of predicted vs target (frames shifted by num_pred,
+detached) over visual + proprio dims; the decoder learns from detached embeddings only, so its
+gradients never reach the predictor or the encoders. Only `z_loss` and the reconstruction loss
+are optimised; the decoder's loss on predicted embeddings is logged.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
+from torch import nn
+
+from fcs_train.models.decoder import VQVAE
+from fcs_train.models.encoder import DinoV2Encoder
+from fcs_train.models.predictor import ViTPredictor
+from fcs_train.models.proprio import ProprioceptiveEmbedding
+
+DECODER_SCALE = 16  # pixels per patch token after the decoder's two x4 stages
+DECODER_LATENT_LOSS_WEIGHT = 0.25
+
+PARTS = ("encoder", "predictor", "decoder", "proprio_encoder", "action_encoder")
+
+
+def to_model_input(visual: torch.Tensor, image_size: int) -> torch.Tensor:
+    """uint8 `(..., 3, H, W)` -> float in [-1, 1] at `image_size` (mean = std = 0.5), on its device."""
+    lead = visual.shape[:-3]
+    x = visual.reshape(-1, *visual.shape[-3:]).float().div_(127.5).sub_(1.0)
+    if x.shape[-2:] != (image_size, image_size):
+        x = TF.resize(x, [image_size, image_size], antialias=True)
+    return x.reshape(*lead, 3, image_size, image_size)
+
+
+class VWorldModel(nn.Module):
+    def __init__(
+        self,
+        *,
+        image_size: int,
+        num_hist: int,
+        num_pred: int,
+        encoder: DinoV2Encoder,
+        proprio_encoder: ProprioceptiveEmbedding,
+        action_encoder: ProprioceptiveEmbedding,
+        predictor: ViTPredictor | None,
+        decoder: VQVAE | None,
+        concat_dim: int = 1,
+        num_action_repeat: int = 1,
+        num_proprio_repeat: int = 1,
+        train_encoder: bool = False,
+        train_predictor: bool = True,
+        train_decoder: bool = True,
+    ):
+        super().__init__()
+        if concat_dim not in (0, 1):
+            raise ValueError(f"concat_dim must be 0 or 1, got {concat_dim}")
+        self.num_hist, self.num_pred = num_hist, num_pred
+        self.encoder, self.proprio_encoder, self.action_encoder = encoder, proprio_encoder, action_encoder
+        self.predictor, self.decoder = predictor, decoder
+        self.train_encoder, self.train_predictor, self.train_decoder = train_encoder, train_predictor, train_decoder
+        self.concat_dim = concat_dim
+        self.num_action_repeat, self.num_proprio_repeat = num_action_repeat, num_proprio_repeat
+        self.proprio_dim = proprio_encoder.emb_dim * num_proprio_repeat
+        self.action_dim = action_encoder.emb_dim * num_action_repeat
+        self.image_size = image_size
+        self.encoder_image_size = image_size // DECODER_SCALE * encoder.patch_size
+        self.emb_dim = encoder.emb_dim + (self.action_dim + self.proprio_dim) * concat_dim
+        for p in self.encoder.parameters():
+            p.requires_grad_(train_encoder)
+
+    # -- modes -----------------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> VWorldModel:
+        super().train(mode)
+        if not self.train_encoder:
+            self.encoder.eval()  # a frozen encoder stays in eval mode
+        return self
+
+    # -- encoding --------------------------------------------------------------------------------
+    def encode_obs(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """`visual (B, T, 3, S, S)` -> `(B, T, N, D)` tokens; `proprio (B, T, P)` -> `(B, T, Ep)`."""
+        visual = obs["visual"]
+        b, t = visual.shape[:2]
+        x = visual.reshape(b * t, *visual.shape[2:])
+        if x.shape[-1] != self.encoder_image_size:
+            x = TF.resize(x, [self.encoder_image_size, self.encoder_image_size], antialias=True)
+        with torch.set_grad_enabled(self.train_encoder and torch.is_grad_enabled()):
+            tokens = self.encoder(x)
+        return {"visual": tokens.reshape(b, t, *tokens.shape[1:]), "proprio": self.proprio_encoder(obs["proprio"])}
+
+    def encode_act(self, act: torch.Tensor) -> torch.Tensor:
+        return self.action_encoder(act)
+
+    def encode(self, obs: dict[str, torch.Tensor], act: torch.Tensor) -> torch.Tensor:
+        z_obs = self.encode_obs(obs)
+        act_emb = self.encode_act(act)
+        visual, proprio = z_obs["visual"], z_obs["proprio"]
+        if self.concat_dim == 0:
+            return torch.cat([visual, proprio.unsqueeze(2), act_emb.unsqueeze(2)], dim=2)
+        n = visual.shape[2]
+        proprio_tiled = proprio.unsqueeze(2).expand(-1, -1, n, -1).repeat(1, 1, 1, self.num_proprio_repeat)
+        act_tiled = act_emb.unsqueeze(2).expand(-1, -1, n, -1).repeat(1, 1, 1, self.num_action_repeat)
+        return torch.cat([visual, proprio_tiled, act_tiled], dim=3)
+
+    def separate_emb(self, z: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """z -> ({"visual": (B, T, N, D), "proprio": (B, T, Ep)}, action embedding (B, T, Ea))."""
+        if self.concat_dim == 0:
+            return {"visual": z[:, :, :-2], "proprio": z[:, :, -2]}, z[:, :, -1]
+        pa = self.proprio_dim + self.action_dim
+        visual, proprio, act = z[..., :-pa], z[..., -pa : -self.action_dim], z[..., -self.action_dim :]
+        proprio = proprio[:, :, 0, : self.proprio_dim // self.num_proprio_repeat]
+        act = act[:, :, 0, : self.action_dim // self.num_action_repeat]
+        return {"visual": visual, "proprio": proprio}, act
+
+    def replace_actions_from_z(self, z: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        act_emb = self.encode_act(act)
+        z = z.clone()
+        if self.concat_dim == 0:
+            z[:, :, -1] = act_emb
+        else:
+            z[..., -self.action_dim :] = act_emb.unsqueeze(2).expand(-1, -1, z.shape[2], -1).repeat(
+                1, 1, 1, self.num_action_repeat)
+        return z
+
+    # -- prediction and decoding -------------------------------------------------------------------
+    def predict(self, z: torch.Tensor) -> torch.Tensor:
+        """`(B, T, N, D')` -> `(B, T, N, D')`, frame t predicting frame t + num_pred."""
+        if self.predictor is None:
+            raise RuntimeError("this model has no predictor")
+        b, t, n, d = z.shape
+        return self.predictor(z.reshape(b, t * n, d)).reshape(b, t, n, d)
+
+    def decode_obs(self, z_obs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        if self.decoder is None:
+            raise RuntimeError("this model has no decoder")
+        b, t = z_obs["visual"].shape[:2]
+        visual, diff = self.decoder(z_obs["visual"])
+        return {"visual": visual.reshape(b, t, *visual.shape[1:]), "proprio": z_obs["proprio"]}, diff
+
+    def decode(self, z: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        z_obs, _ = self.separate_emb(z)
+        return self.decode_obs(z_obs)
+
+    def _z_losses(self, z_pred: torch.Tensor, z_tgt: torch.Tensor) -> dict[str, torch.Tensor]:
+        z_tgt = z_tgt.detach()
+        if self.concat_dim == 0:
+            return {
+                "z_visual_loss": F.mse_loss(z_pred[:, :, :-2], z_tgt[:, :, :-2]),
+                "z_proprio_loss": F.mse_loss(z_pred[:, :, -2], z_tgt[:, :, -2]),
+                "z_loss": F.mse_loss(z_pred[:, :, :-1], z_tgt[:, :, :-1]),
+            }
+        pa, a = self.proprio_dim + self.action_dim, self.action_dim
+        return {
+            "z_visual_loss": F.mse_loss(z_pred[..., :-pa], z_tgt[..., :-pa]),
+            "z_proprio_loss": F.mse_loss(z_pred[..., -pa:-a], z_tgt[..., -pa:-a]),
+            "z_loss": F.mse_loss(z_pred[..., :-a], z_tgt[..., :-a]),
+        }
+
+    def forward(self, obs: dict[str, torch.Tensor], act: torch.Tensor):
+        """Returns `(z_pred, visual_pred, visual_reconstructed, loss, components)` for a window of
+        `num_hist + num_pred` frames; `z_pred` and `visual_pred` cover frames num_pred.."""
+        components: dict[str, torch.Tensor] = {}
+        loss = torch.zeros((), device=act.device)
+        z = self.encode(obs, act)
+        z_src, z_tgt = z[:, : self.num_hist], z[:, self.num_pred :]
+        visual_tgt = obs["visual"][:, self.num_pred :]
+        z_pred = visual_pred = visual_rec = None
+        if self.predictor is not None:
+            z_pred = self.predict(z_src)
+            if self.decoder is not None:
+                obs_pred, diff_pred = self.decode(z_pred.detach())  # the decoder never trains the predictor
+                visual_pred = obs_pred["visual"]
+                recon = F.mse_loss(visual_pred, visual_tgt)
+                components["decoder_recon_loss_pred"] = recon
+                components["decoder_vq_loss_pred"] = diff_pred
+                components["decoder_loss_pred"] = recon + DECODER_LATENT_LOSS_WEIGHT * diff_pred
+            components.update(self._z_losses(z_pred, z_tgt))
+            loss = loss + components["z_loss"]
+        if self.decoder is not None:
+            obs_rec, diff_rec = self.decode(z.detach())
+            visual_rec = obs_rec["visual"]
+            recon = F.mse_loss(visual_rec, obs["visual"])
+            components["decoder_recon_loss_reconstructed"] = recon
+            components["decoder_vq_loss_reconstructed"] = diff_rec
+            components["decoder_loss_reconstructed"] = recon + DECODER_LATENT_LOSS_WEIGHT * diff_rec
+            loss = loss + components["decoder_loss_reconstructed"]
+        components["loss"] = loss
+        return z_pred, visual_pred, visual_rec, loss, components
+
+    def rollout(self, obs_0: dict[str, torch.Tensor], act: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Open loop: encode `n` context frames with `act[:, :n]`, then predict one frame per
+        remaining action (from the last `num_hist` frames), then one more.
+
+        obs_0: `visual (B, n, 3, S, S)`, `proprio (B, n, P)`; act `(B, n + t, fs * A)`.
+        Returns `z_obses` (`visual (B, n + t + 1, N, D)`, `proprio (B, n + t + 1, Ep)`) and `z`.
+        Differentiable (planners optimise actions through it); evaluate under `torch.no_grad()`.
+        """
+        n = obs_0["visual"].shape[1]
+        z = self.encode(obs_0, act[:, :n])
+        future = act[:, n:]
+        for i in range(future.shape[1]):
+            z_new = self.predict(z[:, -self.num_hist :])[:, -1:]
+            z = torch.cat([z, self.replace_actions_from_z(z_new, future[:, i : i + 1])], dim=1)
+        z = torch.cat([z, self.predict(z[:, -self.num_hist :])[:, -1:]], dim=1)
+        z_obses, _ = self.separate_emb(z)
+        return z_obses, z
+
+    # -- reporting -------------------------------------------------------------------------------
+    def parameter_counts(self) -> dict[str, dict[str, int]]:
+        out = {}
+        for name in PARTS:
+            part = getattr(self, name)
+            if part is None:
+                continue
+            params = list(part.parameters())
+            out[name] = {"total": sum(p.numel() for p in params),
+                         "trainable": sum(p.numel() for p in params if p.requires_grad)}
+        return out
+
+    def describe(self) -> str:
+        """Parameter counts per part, as a small table."""
+        counts = self.parameter_counts()
+        lines = [f"{'part':16} {'parameters':>12} {'trainable':>12}"]
+        for name, c in counts.items():
+            lines.append(f"{name:16} {c['total']:12,} {c['trainable']:12,}")
+        total = sum(c["total"] for c in counts.values())
+        trainable = sum(c["trainable"] for c in counts.values())
+        lines.append(f"{'total':16} {total:12,} {trainable:12,}")
+        lines.append(f"tokens per frame {self.predictor.num_patches if self.predictor else '-'}, token dim "
+                     f"{self.emb_dim}, encoder input {self.encoder_image_size}px, decoder output {self.image_size}px")
+        return "\n".join(lines)
