@@ -70,7 +70,7 @@ def memmap_bound(ds: WindowDataset, tmp: Path, picks: np.ndarray):
     frames = np.load(path, mmap_mode="r")
     state = np.load(tmp / "state.npy", mmap_mode="r")
     action = np.load(tmp / "action.npy", mmap_mode="r")
-    offsets = ds.offsets
+    offsets = np.arange(ds.num_frames, dtype=np.int64) * ds.frameskip
     n_steps = ds.num_frames * ds.frameskip
 
     def run(n: int) -> None:

@@ -280,6 +280,48 @@ def import_checkpoint(
     console.print(f"wrote {new} (epoch {summary['epoch']}); start a run from it with --set train.init_from={new}")
 
 
+@command
+def train(
+    config: Annotated[Path | None, typer.Option("--config", "-c", exists=True, dir_okay=False,
+                                                help="YAML config (sections data, model, optim, train, log)")] = None,
+    preset: Annotated[str | None, typer.Option(help="start from a preset: tiny (CPU demo) or full")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. --set train.batch_size=8 "
+                                                                 "(repeatable)")] = None,
+    print_config: Annotated[bool, typer.Option("--print-config", help="print the resolved config and exit")] = False,
+    resume: Annotated[bool, typer.Option(help="continue the run in train.run_dir from checkpoints/latest.pt")]
+    = False,
+    progress: Annotated[bool, typer.Option(help="live progress line (terminals only)")] = True,
+) -> None:
+    """Train DINO-WM on an fcs store; several GPUs (or CPU processes) with torchrun.
+
+    The resolved config is saved in the run directory with metrics.jsonl, checkpoints (latest,
+    best, every k epochs), PNG grids and loss plots. Ctrl-C writes a checkpoint first; --resume
+    continues exactly where it stopped. Multi-process: torchrun --nproc_per_node N -m fcs train ...
+    """
+    from pydantic import ValidationError
+
+    from fcs_train.config import PRESETS, load_config
+
+    if preset is not None and preset not in PRESETS:
+        raise typer.BadParameter(f"{preset!r}; presets: {', '.join(PRESETS)}", param_hint="--preset")
+    try:
+        cfg = load_config(config, preset=preset, overrides=set_ or [])
+    except (ValidationError, ValueError) as e:
+        raise typer.BadParameter(str(e), param_hint="--config/--set") from e
+    if print_config:
+        console.print(cfg.to_yaml(), end="")
+        return
+    from fcs_train.trainer import Trainer
+
+    trainer = Trainer(cfg, resume=resume, show_progress=progress)
+    try:
+        trainer.fit()
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    finally:
+        trainer.close()
+
+
 def main() -> None:
     try:
         app()

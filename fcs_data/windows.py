@@ -160,7 +160,6 @@ class WindowDataset(torch.utils.data.Dataset):
         self.episodes = chosen[~short]
         self.index = WindowIndex(self.episodes, opened.episode_starts[self.episodes], lengths[~short],
                                  self.num_frames, frameskip)
-        self.offsets = np.arange(self.num_frames, dtype=np.int64) * frameskip
 
         train = chosen if split == "train" else split_episodes(pool, "train", split_ratio, seed)
         if split == "all":
@@ -235,15 +234,30 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         episode, start, g = self.index.locate(int(i))
-        fs, n = self.frameskip, self.num_frames
-        ids = g + self.offsets
+        return self._read(episode, start, g, self.num_frames)
+
+    def window(self, episode: int, start: int, num_frames: int) -> dict[str, Any]:
+        """Any window of this dataset's episodes, e.g. a long one for an open-loop rollout.
+
+        Same item layout as `dataset[i]`, with `num_frames` frames `frameskip` apart from step
+        `start`; the episode must hold `start + num_frames * frameskip` steps.
+        """
+        store = self.store
+        length = int(store.episode_lengths[episode])
+        if start < 0 or start + num_frames * self.frameskip > length:
+            raise IndexError(f"episode {episode} ({length} steps) has no window of {num_frames} frames at "
+                             f"frameskip {self.frameskip} from step {start}")
+        return self._read(episode, start, int(store.episode_starts[episode]) + start, num_frames)
+
+    def _read(self, episode: int, start: int, g: int, n: int) -> dict[str, Any]:
+        fs = self.frameskip
+        ids = g + np.arange(n, dtype=np.int64) * fs
         if self._frames is not None:
             visual = self._frames[torch.from_numpy(self._frame_pos[ids])]
         else:
             visual = torch.from_numpy(self.store.read_frames(ids))
         store = self.store
-        rows = store.read_rows("state", g, g + n * fs)
-        state = rows[::fs]
+        state = store.read_rows("state", g, g + n * fs)[::fs]
         proprio = state[:, self.proprio_slice[0] : self.proprio_slice[1]]
         action = store.read_rows("action", g, g + n * fs)
         if self.normalize:

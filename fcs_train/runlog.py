@@ -1,0 +1,191 @@
+"""What a run leaves behind and shows: metrics.jsonl, a live progress line, per-epoch tables,
+PNGs, and TensorBoard / W&B when installed and asked for. Only rank 0 writes."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from fcs_train.config import TrainConfig
+from fcs_train.plots import plot_losses
+
+EPOCH_COLUMNS = (  # key in the epoch row, column title
+    ("loss", "train"), ("val_loss", "val"), ("val_z_visual_err_pred", "z err"), ("val_pred_ssim", "SSIM"),
+    ("val_pred_psnr", "PSNR"), ("val_z_visual_err_rollout", "rollout"), ("data_wait", "wait"), ("seconds", "s"),
+)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+class RunLog:
+    def __init__(self, cfg: TrainConfig, enabled: bool, show_progress: bool = True, console: Console | None = None):
+        self.cfg = cfg
+        self.enabled = enabled
+        self.console = console or Console(highlight=False, soft_wrap=True)
+        self.show_progress = show_progress and enabled and self.console.is_terminal
+        self.run_dir = cfg.train.run_dir
+        self.train_history: list[dict] = []
+        self.val_history: list[dict] = []
+        self.epochs: list[dict] = []
+        self._progress: Progress | None = None
+        self._task = None
+        self._tb = self._wandb = None
+        if enabled:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._metrics = (self.run_dir / "metrics.jsonl").open("a")
+            self._open_trackers()
+
+    def _open_trackers(self) -> None:
+        if self.cfg.log.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+            except ImportError:
+                warnings.warn("log.tensorboard is set but tensorboard is not installed; skipping it", stacklevel=2)
+        if self.cfg.log.wandb:
+            try:
+                import wandb
+
+                self._wandb = wandb.init(project=self.cfg.log.wandb_project, config=self.cfg.model_dump(mode="json"),
+                                         dir=str(self.run_dir))
+            except ImportError:
+                warnings.warn("log.wandb is set but wandb is not installed; skipping it", stacklevel=2)
+
+    def load_history(self, upto_step: int) -> None:
+        """After a resume: keep the records up to the checkpoint's step (later ones are redone)."""
+        if not self.enabled:
+            return
+        path = self.run_dir / "metrics.jsonl"
+        self._metrics.close()
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if rec.get("step", 0) <= upto_step:
+                kept.append(line)
+                if rec.get("kind") == "train":
+                    self.train_history.append(rec)
+                elif rec.get("kind") == "val":
+                    self.val_history.append(rec)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(k + "\n" for k in kept))
+        tmp.replace(path)
+        self._metrics = path.open("a")
+
+    # -- records --------------------------------------------------------------------------------
+    def record(self, kind: str, values: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        rec = {"kind": kind, "time": time.time(), **values}
+        self._metrics.write(json.dumps(rec) + "\n")
+        self._metrics.flush()
+        (self.train_history if kind == "train" else self.val_history if kind == "val" else []).append(values)
+        step = values.get("step", 0)
+        scalars = {f"{kind}/{k}": v for k, v in values.items() if isinstance(v, int | float) and k != "step"}
+        if self._tb is not None:
+            for k, v in scalars.items():
+                self._tb.add_scalar(k, v, step)
+        if self._wandb is not None:
+            self._wandb.log(scalars, step=step)
+
+    def info(self, message: str) -> None:
+        if self.enabled:
+            self.console.print(message)
+
+    # -- progress -------------------------------------------------------------------------------
+    def start_epoch(self, epoch: int, total_steps: int, done: int) -> None:
+        if not self.show_progress:
+            return
+        self._progress = Progress(
+            TextColumn(f"[bold]epoch {epoch}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[stats]}"),
+            console=self.console, transient=True,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task("train", total=total_steps, completed=done, stats="")
+
+    def update(self, done: int, stats: dict[str, float]) -> None:
+        if self._progress is not None:
+            text = (f"loss {stats['loss']:.4f}  {stats['steps_per_s']:.2f} steps/s  "
+                    f"{stats['samples_per_s']:.1f} samples/s  data wait {100 * stats['data_wait']:.0f}%")
+            self._progress.update(self._task, completed=done, stats=text)
+
+    def end_epoch(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    # -- epoch summary --------------------------------------------------------------------------
+    @staticmethod
+    def _cells(r: dict[str, Any]) -> list[str]:
+        cells = []
+        for key, _ in EPOCH_COLUMNS:
+            v = r.get(key)
+            if v is not None and key == "data_wait":
+                cells.append(f"{100 * v:.0f}%")
+            elif v is not None and key == "seconds":
+                cells.append(f"{v:.0f}")
+            else:
+                cells.append(_fmt(v))
+        return cells
+
+    def epoch_summary(self, row: dict[str, Any]) -> None:
+        """One line per epoch on the console and in epochs.log; the loss plot is redrawn."""
+        if not self.enabled:
+            return
+        self.epochs.append(row)
+        labels = {"data_wait": "data wait {}", "seconds": "{} s"}
+        parts = [labels.get(key, title + " {}").format(cell)
+                 for (key, title), cell in zip(EPOCH_COLUMNS, self._cells(row), strict=True) if cell != "-"]
+        self.console.print(f"[bold]epoch {row['epoch']}[/] (step {row['step']}): " + ", ".join(parts))
+        with (self.run_dir / "epochs.log").open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.train_history or self.val_history:
+            plot_losses(self.run_dir / "plots" / "losses.png",
+                        [r for r in self.train_history if math.isfinite(r.get("loss", math.nan))], self.val_history)
+
+    def final_table(self) -> None:
+        """All epochs of this session: train/val loss, val z error of the predicted frame, SSIM and
+        PSNR of decoded predictions, open-loop rollout z error, data-wait share, seconds."""
+        if not self.enabled or not self.epochs:
+            return
+        table = Table(title=f"{self.run_dir}: losses, val z error and image metrics of predictions",
+                      title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        for title in ("epoch", "step", *(t for _, t in EPOCH_COLUMNS)):
+            table.add_column(title, justify="right", no_wrap=True)
+        for r in self.epochs:
+            table.add_row(str(r["epoch"]), str(r["step"]), *self._cells(r))
+        self.console.print(table)
+
+    def close(self) -> None:
+        self.end_epoch()
+        if self.enabled:
+            self._metrics.close()
+            if self._tb is not None:
+                self._tb.close()
+            if self._wandb is not None:
+                self._wandb.finish()

@@ -1,0 +1,53 @@
+"""Metrics: the z-error slices are never empty; SSIM/PSNR/LPIPS behave; LPIPS loads user weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from fcs_train.metrics import LPIPS, image_metrics, z_error_slices
+
+
+@pytest.mark.parametrize("num_hist,num_pred", [(3, 1), (1, 1), (4, 2), (2, 3)])
+def test_z_error_slices_are_never_empty(num_hist: int, num_pred: int) -> None:
+    frames = list(range(num_hist))
+    s = z_error_slices(num_hist, num_pred)
+    assert frames[s["full"]] == frames
+    assert len(frames[s["next1"]]) == 1 and frames[s["pred"]][0] == frames[s["next1"]][0]
+    assert len(frames[s["pred"]]) == min(num_pred, num_hist)
+    if num_pred == 1:
+        assert frames[s["pred"]] == frames[s["next1"]] == [num_hist - 1]
+
+
+def test_reference_slice_for_next1_was_empty() -> None:
+    # the bug users hit: [-num_pred : -num_pred + 1] with num_pred = 1 is [-1:0]
+    assert torch.arange(3)[-1:0].numel() == 0
+
+
+def test_ssim_and_psnr() -> None:
+    x = torch.rand(2, 3, 3, 32, 32) * 2 - 1
+    same = image_metrics(x, x, "p")
+    assert same["p_ssim"] == pytest.approx(1.0, abs=1e-5)
+    assert torch.isinf(same["p_psnr"]) or same["p_psnr"] > 80
+    noisy = image_metrics((x + 0.2 * torch.randn_like(x)).clamp(-1, 1), x, "p")
+    assert noisy["p_ssim"] < 0.99 and 10 < noisy["p_psnr"] < 40
+
+
+def test_lpips_loads_a_user_vgg16_file_and_measures(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    vgg = torchvision.models.vgg16(weights=None)  # random values, torchvision's key format
+    torch.save(vgg.state_dict(), tmp_path / "vgg16.pth")
+    lpips = LPIPS(tmp_path / "vgg16.pth")
+    torch.testing.assert_close(lpips.net.net.slice3.state_dict()["10.weight"], vgg.features[10].weight)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    assert lpips(x, x) < 1e-6
+    assert lpips(x, -x) > lpips(x, (x + 0.05 * torch.randn_like(x)).clamp(-1, 1)) > 0
+
+
+def test_lpips_refuses_other_files(tmp_path: Path) -> None:
+    torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "bad.pth")
+    with pytest.raises(Exception, match=r"vgg16|size mismatch"):
+        LPIPS(tmp_path / "bad.pth")
