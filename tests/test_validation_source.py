@@ -113,6 +113,11 @@ def test_float_frames_are_a_dtype_error(v1: Path) -> None:
     assert f.episode == 1 and "float32" in f.message and "normalised" in (f.hint or "")
 
 
+def test_float_frames_in_0_255_get_a_layout_hint(v1: Path) -> None:
+    edit_tensor(v1 / "000001" / "obses.pth", lambda t: t.float())
+    assert "dtype float32" in (only(run(v1), "obs-dtype").hint or "")
+
+
 def test_frames_without_channel_axis_are_a_rank_error(v1: Path) -> None:
     edit_tensor(v1 / "000000" / "obses.pth", lambda t: t[..., 0].contiguous())
     assert only(run(v1), "obs-rank").episode == 0

@@ -46,7 +46,11 @@ def _obs_shape_findings(layout: Layout, episode: int, rel: str, frames: torch.Te
                                 episode=episode, file=rel, field="obs"))
     dtype = str(frames.dtype).removeprefix("torch.")
     if dtype != obs.dtype:
-        hint = "frames look normalised; store 0..255" if frames.dtype.is_floating_point else None
+        hint = None
+        if frames.dtype.is_floating_point and frames.ndim == 4 and len(frames):
+            hint = ("frames look normalised to 0..1; store uint8 0..255" if float(frames[0].max()) <= 1.0 else
+                    "float 0..255 frames: describe them in a layout with dtype float32 (as franka_cube_stack_min); "
+                    "the converter stores them as uint8")
         out.append(Finding.make("obs-dtype", f"{rel} has dtype {dtype}, layout {layout.name} says {obs.dtype}",
                                 episode=episode, file=rel, field="obs", hint=hint))
     return out
