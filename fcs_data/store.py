@@ -29,17 +29,6 @@ from fcs_data.window_index import episode_starts, total_frames
 ROOT_ATTR = "fcs"
 
 
-def is_store(path: str | Path) -> bool:
-    """Whether `path` looks like an fcs store (a Zarr group with an `fcs` root attribute)."""
-    meta = Path(path) / "zarr.json"
-    if not meta.is_file():
-        return False
-    try:
-        return ROOT_ATTR in json.loads(meta.read_text()).get("attributes", {})
-    except (json.JSONDecodeError, OSError):
-        return False
-
-
 def read_metadata(path: str | Path) -> StoreMetadata:
     """The root attributes of a store, validated; `StoreError` explains what is wrong."""
     path = Path(path)

@@ -43,7 +43,3 @@ class SourceManifest(BaseModel):
     @property
     def total_bytes(self) -> int:
         return sum(self.root_files.values()) + sum(e.bytes for e in self.episodes)
-
-    @property
-    def lengths(self) -> list[int | None]:
-        return [e.length for e in self.episodes]
