@@ -49,6 +49,13 @@ def _compressor(codecs: list[dict], what: str) -> numcodecs.abc.Codec | None:
     raise UnsupportedArray(f"{what}: codec {name!r}")
 
 
+def _check_key_encoding(meta: dict, what: str) -> None:
+    """The readers build chunk paths as `c/i/j/...`: Zarr v3's default encoding with "/"."""
+    enc = meta.get("chunk_key_encoding", {})
+    if enc.get("name") != "default" or enc.get("configuration", {}).get("separator", "/") != "/":
+        raise UnsupportedArray(f"{what}: chunk key encoding {enc}")
+
+
 class _FileCache:
     """LRU of open read-only file descriptors, reset after a fork."""
 
@@ -114,9 +121,7 @@ class ShardedFrames:
         inner = conf["chunk_shape"]
         if len(self.shape) != 4 or inner != [1, *self.shape[1:]] or shard[1:] != list(self.shape[1:]):
             raise UnsupportedArray(f"{what}: shard {shard} / chunk {inner} is not one frame per chunk")
-        enc = meta.get("chunk_key_encoding", {})
-        if enc.get("name") != "default" or enc.get("configuration", {}).get("separator", "/") != "/":
-            raise UnsupportedArray(f"{what}: chunk key encoding {enc}")
+        _check_key_encoding(meta, what)
         self.shard_frames = int(shard[0])
         self.codec = _compressor(conf["codecs"], what)
         index_codecs = [c["name"] for c in conf["index_codecs"]]
@@ -213,9 +218,7 @@ class ChunkedRows:
             raise UnsupportedArray(f"{what}: sharded rows")
         if _compressor(meta["codecs"], what) is not None:
             raise UnsupportedArray(f"{what}: compressed rows")
-        enc = meta.get("chunk_key_encoding", {})
-        if enc.get("name") != "default" or enc.get("configuration", {}).get("separator", "/") != "/":
-            raise UnsupportedArray(f"{what}: chunk key encoding {enc}")
+        _check_key_encoding(meta, what)
         self.chunk_rows = int(chunk[0])
         self.row_bytes = self.shape[1] * self.dtype.itemsize
         self.fill_value = meta.get("fill_value", 0)

@@ -176,11 +176,11 @@ class Store:
     def num_frames(self) -> int:
         return total_frames(self.episode_ends)
 
-    @property
+    @cached_property
     def episode_starts(self) -> np.ndarray:
         return episode_starts(self.episode_ends)
 
-    @property
+    @cached_property
     def episode_lengths(self) -> np.ndarray:
         return self.episode_ends - self.episode_starts
 

@@ -99,7 +99,7 @@ def store_fingerprint(store: Store) -> str:
     return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
 
 
-def _next_batch(it: Iterator, loader, timeout: float) -> dict | None:
+def _next_batch(it: Iterator, timeout: float) -> dict | None:
     """`next(it)`, turning DataLoader worker deaths and timeouts into messages that name the worker."""
     try:
         return next(it)
@@ -321,7 +321,7 @@ class Trainer:
         t_epoch, steps_done, wait_epoch = time.perf_counter(), 0, 0.0
         while True:
             t0 = time.perf_counter()
-            batch = _next_batch(it, self.train_loader, cfg.train.loader_timeout)
+            batch = _next_batch(it, cfg.train.loader_timeout)
             wait += time.perf_counter() - t0
             if batch is None:
                 break
@@ -377,7 +377,7 @@ class Trainer:
         totals: dict[str, float] = {}
         count = 0
         it = iter(self.val_loader)
-        while (batch := _next_batch(it, self.val_loader, self.cfg.train.loader_timeout)) is not None:
+        while (batch := _next_batch(it, self.cfg.train.loader_timeout)) is not None:
             obs, act = self._inputs(batch)
             with self._autocast():
                 z_pred, visual_pred, visual_rec, _, comps = model(obs, act)

@@ -137,13 +137,23 @@ class Plan:
     def num_shards(self) -> int:
         return -(-self.num_frames // self.shard_frames)
 
+    def to_json(self) -> str:
+        """What a worker process needs to rebuild the plan (`Plan.from_json`)."""
+        return json.dumps({
+            "source": self.source, "layout": self.layout.model_dump(mode="json"), "codec": self.codec,
+            "shard_frames": self.shard_frames, "episodes": self.episodes, "source_lengths": self.source_lengths,
+            "episode_ends": self.episode_ends.tolist(),
+        }, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        d = json.loads(text)
+        return cls(d["source"], Layout.model_validate(d["layout"]), d["codec"], d["shard_frames"], d["episodes"],
+                   d["source_lengths"], np.asarray(d["episode_ends"], np.int64))
+
     def fingerprint(self, source_files: dict[str, int]) -> str:
         """Changes when the source, the layout or the options change (resume refuses then)."""
-        blob = json.dumps({
-            "format": FORMAT_VERSION, "source": self.source, "layout": self.layout.model_dump(mode="json"),
-            "codec": self.codec, "shard_frames": self.shard_frames, "episodes": self.episodes,
-            "lengths": self.source_lengths, "files": source_files,
-        }, sort_keys=True)
+        blob = json.dumps({"format": FORMAT_VERSION, "plan": self.to_json(), "files": source_files}, sort_keys=True)
         return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
 
     def pieces(self, shard: int) -> Iterator[tuple[int, int, int, int]]:
@@ -164,13 +174,13 @@ class _Job:
     """What a worker needs; built once per worker process by `_call`."""
 
     def __init__(self, plan_json: str, out: str):
-        d = json.loads(plan_json)
-        self.plan = Plan(d["source"], Layout.model_validate(d["layout"]), d["codec"], d["shard_frames"],
-                         d["episodes"], d["source_lengths"], np.asarray(d["episode_ends"], np.int64))
+        self.plan = Plan.from_json(plan_json)
         self.out = out
         self.source = LoggerSource.open(self.plan.source, self.plan.layout)
         self._frames_cache: tuple[int, torch.Tensor] | None = None
         self._writer: FrameWriter | None = None
+        self._store_frames: ShardedFrames | None = None
+        self._store_rows: dict[str, ChunkedRows] = {}
         self.idle_rss_mb = _rss_mb()
 
     def _source_frames(self, store_episode: int) -> torch.Tensor:
@@ -200,11 +210,16 @@ class _Job:
         return {"shard": shard, "hist": channel_histogram(block).tolist(), "bytes": read, "frames": len(block),
                 "rss_mb": _peak_rss_mb(), "idle_rss_mb": self.idle_rss_mb}
 
+    def _source_lowdim(self, store_episode: int) -> tuple[np.ndarray, np.ndarray]:
+        """State and action of one episode as logged (valid steps only)."""
+        src = self.plan.episodes[store_episode]
+        return self.source.read_lowdim(src, self.plan.source_lengths[store_episode])
+
     def episode_lowdim(self, store_episode: int) -> dict:
         """Forward-aligned state/action of one episode, its params and the hash of its source."""
         src = self.plan.episodes[store_episode]
         length = self.plan.source_lengths[store_episode]
-        state, action = self.source.read_lowdim(src, length)
+        state, action = self._source_lowdim(store_episode)
         h = hashlib.blake2b(digest_size=32)
         h.update(np.ascontiguousarray(state).tobytes())
         h.update(np.ascontiguousarray(action).tobytes())
@@ -222,23 +237,23 @@ class _Job:
 
     def verify_shard(self, shard: int) -> list[str]:
         expected, _ = self.converted_frames(shard)
-        reader = ShardedFrames(f"{self.out}/{RGB}")
+        if self._store_frames is None:
+            self._store_frames = ShardedFrames(f"{self.out}/{RGB}")
         a = shard * self.plan.shard_frames
-        got = reader.read(np.arange(a, a + len(expected)))
-        reader.close()
+        got = self._store_frames.read(np.arange(a, a + len(expected)))
         bad = np.flatnonzero((got != expected).reshape(len(got), -1).any(axis=1))
         return [f"frame {a + int(i)} differs from the source" for i in bad[:5]]
 
     def verify_episode(self, store_episode: int) -> list[str]:
-        d = self.episode_lowdim(store_episode)
+        state, action = lowdim_to_store(*self._source_lowdim(store_episode), self.plan.layout)
         a = int(self.plan.episode_starts[store_episode])
         b = int(self.plan.episode_ends[store_episode])
         out = []
-        for name, sub in (("state", STATE), ("action", ACTION)):
-            rows = ChunkedRows(f"{self.out}/{sub}")
-            got = rows.read(a, b)
-            rows.close()
-            if not np.array_equal(got, d[name]):
+        for name, sub, expected in (("state", STATE, state), ("action", ACTION, action)):
+            if name not in self._store_rows:
+                self._store_rows[name] = ChunkedRows(f"{self.out}/{sub}")
+            rows = self._store_rows[name]
+            if not np.array_equal(rows.read(a, b), expected):
                 out.append(f"episode {store_episode} (source {self.plan.episodes[store_episode]}): {name} differs")
         return out
 
@@ -379,9 +394,7 @@ def _convert(src: Path, out: Path, partial: Path, layout: Layout, codec: str, po
     for e in plan.episodes:
         files.update(_episode_files(src, e))
     fingerprint = plan.fingerprint(files)
-    plan_json = json.dumps({"source": plan.source, "layout": layout.model_dump(mode="json"), "codec": codec,
-                            "shard_frames": shard_frames, "episodes": plan.episodes,
-                            "source_lengths": plan.source_lengths, "episode_ends": plan.episode_ends.tolist()})
+    plan_json = plan.to_json()
 
     if resume:
         attrs = zarr.open_group(str(partial), mode="r").attrs.asdict()
