@@ -23,7 +23,7 @@ import torch
 import zarr
 
 from fcs_data.converters.to_zarr import convert_to_zarr
-from fcs_data.converters.zarr_store import CODEC_PRESETS
+from fcs_data.format import CODEC_PRESETS
 from fcs_data.store import open_store
 from fcs_data.synth import synthesize
 

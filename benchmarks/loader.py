@@ -2,18 +2,20 @@
 
     python benchmarks/loader.py [--episodes 8] [--length 300] [--num-hist 3] [--frameskip 5]
 
-On one generated v1 dataset, converted once per codec preset (the default and `none`):
+On one generated v1 dataset, converted with the default codec (`auto`, which picks `none` for
+these noisy renders) and with `lz4`:
   (a) legacy: `torch.load` of the episode's obses.pth for every sample, then slicing (the users'
       loader before fcs);
-  (b) `WindowDataset` in this process;
+  (b) `WindowDataset` in this process, with every chunk's crc32c verified (the default) and, in the
+      same run, without (`Store(path, verify=False)`): the difference is what checksums cost;
   (c) `make_loader(..., num_workers=2)` (fork), windows/s over whole batches after warm-up;
   (d) the memory-bandwidth bound: the same windows (frames + state/action rows) from one
       uncompressed `.npy` memmap of all frames.
 Prints windows/s and the ratios b/a, b/d, c/d, and the memory of a DataLoader worker: RSS, USS
 (memory only that worker holds: what adding a worker costs) and RSS above an idle worker with the
 same imports. The worker memory is measured again on a dataset 4x larger (same episodes repeated).
-Goals (issue 4): b >= 100 a; b >= 0.25 d with `none`, >= 0.10 d with the default codec; worker
-memory below 400 MB and unchanged at 4x the data.
+Goals: b >= 100 a; the default (auto, checksums verified) b >= 0.15 d; worker memory below 400 MB
+and unchanged at 4x the data.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ import psutil
 import torch
 
 from fcs_data.converters.to_zarr import convert_to_zarr
-from fcs_data.converters.zarr_store import DEFAULT_CODEC
+from fcs_data.format import DEFAULT_CODEC
 from fcs_data.loader import collate_windows, make_loader
+from fcs_data.store import Store
 from fcs_data.synth import synthesize
 from fcs_data.windows import WindowDataset
 
@@ -149,32 +152,46 @@ def main() -> None:
         src = synthesize(tmp / "src", episodes=args.episodes, min_len=args.length, max_len=args.length, seed=5)
         print(f"dataset: {args.episodes} episodes x {args.length} frames, num_hist {args.num_hist}, "
               f"frameskip {args.frameskip}; pid {os.getpid()}, 1 torch thread")
-        header = f"{'codec':6} {'(a) legacy':>11} {'(b) dataset':>12} {'(c) loader':>11} {'(d) memmap':>11} " \
-                 f"{'b/a':>7} {'b/d':>6} {'c/d':>6}   worker RSS / USS / above idle"
-        print(header)
-        for codec in (DEFAULT_CODEC, "none"):
-            store = convert_to_zarr(src, tmp / f"{codec}.zarr", codec=codec, workers=2, command=["bench"]).store
-            ds = WindowDataset(store, num_hist=args.num_hist, frameskip=args.frameskip, split="all")
-            picks = np.random.default_rng(0).integers(0, len(ds), args.windows)
-            in_process(ds, picks)(200)  # warm page cache and file handles
-            mm = memmap_bound(ds, tmp, picks)
-            mm(200)
-            a = rate(legacy(src, ds, picks), args.legacy_windows)
-            b = rate(in_process(ds, picks), args.windows)
-            d = rate(mm, args.windows)
-            c, mem, idle = through_loader(ds, 32, max(1, args.windows // 32))
-            if codec == "none":
-                c0, _, _ = through_loader(_ReadsNothing(ds), 32, max(1, args.windows // 32))
-            print(f"{codec:6} {a:11.0f} {b:12.0f} {c:11.0f} {d:11.0f} {b / a:7.0f} {b / d:6.2f} {c / d:6.2f}   "
-                  f"{mem['rss']:.0f} / {mem['uss']:.0f} / {mem['rss'] - idle:+.0f} MB")
-        print(f"(c0) DataLoader transfer ceiling, 2 workers, items that read nothing: {c0:.0f} windows/s "
+        results = {}
+        for codec in (DEFAULT_CODEC, "lz4"):
+            res = convert_to_zarr(src, tmp / f"{codec}.zarr", codec=codec, workers=2, command=["bench"])
+            results[codec] = res
+        first = results[DEFAULT_CODEC].store
+        ds = WindowDataset(first, num_hist=args.num_hist, frameskip=args.frameskip, split="all")
+        picks = np.random.default_rng(0).integers(0, len(ds), args.windows)
+        in_process(ds, picks)(200)  # warm page cache and file handles
+        mm = memmap_bound(ds, tmp, picks)
+        mm(200)
+        a = rate(legacy(src, ds, picks), args.legacy_windows)
+        d = rate(mm, args.windows)
+        print(f"(a) legacy torch.load per sample: {a:,.0f} windows/s;  (d) memmap bound: {d:,.0f} windows/s")
+        print(f"{'store codec':22} {'checksums':>9} {'(b) dataset':>12} {'(c) loader':>11} {'b/a':>6} {'b/d':>6} "
+              f"{'c/d':>6}   worker RSS / USS / above idle")
+        for codec, res in results.items():
+            label = f"{codec} -> {res.codec}" if codec != res.codec else codec
+            rates = {}
+            for verify in (True, False):
+                ds = WindowDataset(Store(res.store, verify=verify), num_hist=args.num_hist, frameskip=args.frameskip,
+                                   split="all")
+                in_process(ds, picks)(200)
+                rates[verify] = b = rate(in_process(ds, picks), args.windows)
+                if verify:
+                    c, mem, idle = through_loader(ds, 32, max(1, args.windows // 32))
+                    print(f"{label:22} {'on':>9} {b:12,.0f} {c:11,.0f} {b / a:6.0f} {b / d:6.2f} {c / d:6.2f}   "
+                          f"{mem['rss']:.0f} / {mem['uss']:.0f} / {mem['rss'] - idle:+.0f} MB")
+                else:
+                    print(f"{label:22} {'off':>9} {b:12,.0f} {'':>11} {b / a:6.0f} {b / d:6.2f}")
+            print(f"{'':22} checksum cost: {100 * (1 - rates[True] / rates[False]):.0f} % of the read rate "
+                  f"({label}); with checksums b/d = {rates[True] / d:.2f} (goal >= 0.15 for the default)")
+        c0, _, _ = through_loader(_ReadsNothing(ds), 32, max(1, args.windows // 32))
+        print(f"(c0) DataLoader transfer ceiling, 2 workers, items that read nothing: {c0:,.0f} windows/s "
               f"(c/d cannot exceed {c0 / d:.2f} here)")
         # the same loader on a store 4x larger: worker memory must not grow with the data
         big = synthesize(tmp / "src4", episodes=4 * args.episodes, min_len=args.length, max_len=args.length, seed=5)
         store4 = convert_to_zarr(big, tmp / "big.zarr", workers=2, command=["bench"]).store
         ds4 = WindowDataset(store4, num_hist=args.num_hist, frameskip=args.frameskip, split="all")
         c4, mem4, idle4 = through_loader(ds4, 32, max(1, args.windows // 32))
-        print(f"4x data ({4 * args.episodes} episodes, {DEFAULT_CODEC}): loader {c4:.0f} windows/s, worker "
+        print(f"4x data ({4 * args.episodes} episodes, {DEFAULT_CODEC}): loader {c4:,.0f} windows/s, worker "
               f"RSS / USS {mem4['rss']:.0f} / {mem4['uss']:.0f} MB ({mem4['rss'] - idle4:+.0f} above idle)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

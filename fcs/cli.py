@@ -1,24 +1,32 @@
 """`fcs`: validate, convert and train on Isaac Sim Franka cube-stacking episodes.
 
-Exit codes: 0 success, 1 the data or the job failed (errors are printed with file, episode and
-field), 2 the command line was wrong.
+Exit codes: 0 success, 1 the data or the job failed, 2 the command line was wrong, 130 Ctrl-C.
+A failure is one line saying what, where and what to do, never a traceback; an unexpected internal
+error is one line plus the file holding its traceback (`FCS_DEBUG=1` prints it instead).
 """
 
 from __future__ import annotations
 
+import datetime
+import errno
 import functools
+import os
 import re
 import sys
+import traceback
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
+from typer.exceptions import TyperException
 
 from fcs import __version__
 from fcs.views import console, err_console, print_report, progress_bar
 from fcs_data.errors import FcsError
+
+TRAIN_EXTRAS = {"timm", "torchmetrics", "matplotlib", "torchvision"}
 
 app = typer.Typer(
     name="fcs",
@@ -35,17 +43,65 @@ LayoutOpt = Annotated[
 ]
 
 
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print one error line and exit."""
+    err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    raise typer.Exit(code)
+
+
+def _os_error(e: OSError) -> str:
+    what = e.strerror or str(e)
+    where = f"{e.filename}: " if e.filename else ""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{where}{what}: the disk is full; free space and run the command again"
+    if isinstance(e, FileExistsError | FileNotFoundError | PermissionError) and not e.filename:
+        return str(e)
+    return f"{where}{what}"
+
+
+def _crash_report(e: BaseException) -> NoReturn:
+    """An error fcs did not expect: one line, the traceback in a file (or on screen with FCS_DEBUG=1)."""
+    if os.environ.get("FCS_DEBUG"):
+        raise e
+    from fcs_data._cache import cache_dir
+
+    text = "".join(traceback.format_exception(e))
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for folder in (cache_dir() / "crash", Path("/tmp")):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"fcs-crash-{stamp}-{os.getpid()}.txt"
+            path.write_text(f"fcs {__version__}\n{' '.join(sys.argv)}\n\n{text}")
+            break
+        except OSError:
+            path = None
+    first = (str(e).strip().splitlines() or [""])[0]
+    where = f"the traceback is in {path}" if path else "the traceback could not be written"
+    fail(f"internal error ({type(e).__name__}: {first}); {where}; set FCS_DEBUG=1 to print it, and please "
+         "report it")
+
+
 def command(fn: Callable | None = None, *, name: str | None = None) -> Callable:
-    """Register a command whose expected failures print one line and exit 1."""
+    """Register a command whose failures print one line: exit 1 (2 for the command line, 130 for Ctrl-C)."""
 
     def register(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
-            except (FcsError, FileExistsError, FileNotFoundError, PermissionError) as e:
-                err_console.print(f"[bold red]error:[/] {e}")
-                raise typer.Exit(1) from None
+            except (typer.Exit, typer.Abort, TyperException, KeyboardInterrupt):
+                raise
+            except FcsError as e:
+                fail(str(e))
+            except OSError as e:
+                fail(_os_error(e))
+            except ImportError as e:
+                if (e.name or "").split(".")[0] in TRAIN_EXTRAS:
+                    fail(f"{e.name} is not installed: this command needs the training extras "
+                         "(pip install 'fcs[train]')")
+                _crash_report(e)
+            except Exception as e:
+                _crash_report(e)
 
         return app.command(name=name)(wrapper)
 
@@ -156,9 +212,13 @@ def validate(
     strict: Annotated[bool, typer.Option(help="warnings fail too (exit 1)")] = False,
     episodes: Annotated[str | None, typer.Option(help="only these episodes, e.g. 0-9,15")] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="processes checking episodes in parallel")] = None,
+    quick: Annotated[bool, typer.Option(help="stores: check metadata and shapes, skip decoding and "
+                                             "checksumming every chunk")] = False,
 ) -> None:
     """Check a dataset or store; print each kind of finding with its first examples.
 
+    A store is checked in full by default: every chunk of every array is read, checksummed and
+    decoded, and each damaged or missing one is reported with its episode and frames.
     Exit 0 when clean (warnings allowed unless --strict), 1 on errors, 2 on a bad command line.
     """
     from fcs_data.validation import validate as run_validate
@@ -167,7 +227,7 @@ def validate(
     selected = parse_episode_spec(episodes) if episodes else None
     with progress_bar("validate") as update:
         try:
-            report = run_validate(path, lay, episodes=selected, workers=workers, progress=update)
+            report = run_validate(path, lay, episodes=selected, workers=workers, quick=quick, progress=update)
         except LookupError as e:
             raise typer.BadParameter(str(e).strip("'\""), param_hint="--episodes") from e
     print_report(report, strict)
@@ -187,8 +247,9 @@ def convert(
     to: Annotated[Target, typer.Option("--to", help="output format")] = Target.zarr,
     out: Annotated[Path | None, typer.Option("-o", "--out", help="store to create (default: SRC.zarr)")] = None,
     layout: LayoutOpt = None,
-    codec: Annotated[str, typer.Option(help="frame codec preset: lz4 (default), lz4-bit, zstd (smaller, slower reads), none (fastest)")]
-    = "lz4",
+    codec: Annotated[str, typer.Option(help="frame codec: auto (lz4 if it saves >= 15 % on a sample, else none), "
+                                           "none (fastest reads), lz4, lz4-bit or zstd (smaller, slower reads)")]
+    = "auto",
     workers: Annotated[int | None, typer.Option(min=1, help="worker processes (default: min(4, cores))")] = None,
     resume: Annotated[bool, typer.Option(help="continue an interrupted conversion (OUT.partial)")] = False,
     skip_bad: Annotated[bool, typer.Option(help="convert the episodes without errors, list the others")] = False,
@@ -203,10 +264,10 @@ def convert(
     """
     from fcs.views import Phases, print_conversion
     from fcs_data.converters.to_zarr import ConversionRefused, ConvertProgress, convert_to_zarr
-    from fcs_data.converters.zarr_store import CODEC_PRESETS
+    from fcs_data.format import CODEC_CHOICES
 
-    if codec not in CODEC_PRESETS:
-        raise typer.BadParameter(f"{codec!r}; presets: {', '.join(CODEC_PRESETS)}", param_hint="--codec")
+    if codec not in CODEC_CHOICES:
+        raise typer.BadParameter(f"{codec!r}; choices: {', '.join(CODEC_CHOICES)}", param_hint="--codec")
     lay = _layout(layout)
     try:
         with Phases() as phases:

@@ -17,6 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from fcs_data.format import FORMAT_VERSION
 from fcs_data.schemas import FINDING_KINDS, ValidationReport
 
 console = Console(highlight=False, soft_wrap=True)
@@ -134,6 +135,7 @@ def _mb(n: int) -> str:
 def print_conversion(r) -> None:
     """Summary of a `ConversionResult`."""
     console.print(f"[bold green]wrote[/] {r.store}: {r.num_episodes} episodes, {r.num_frames:,} frames")
+    console.print(f"  codec: {r.codec_note}")
     for note in r.conversions:
         console.print(f"  converted: {note}")
     if r.skipped:
@@ -195,6 +197,10 @@ def print_store_info(store) -> None:
     for k, v in rows:
         t.add_row(k, v)
     console.print(t)
+    if not store.is_current_format:
+        console.print(f"[yellow]note:[/] format {m.fcs_format} stores carry no chunk checksums and may omit "
+                      f"all-black shards; rewrite it as format {FORMAT_VERSION} from its source: "
+                      f"fcs convert {m.provenance.source} -o NEW.zarr")
     if m.stats is None:
         return
     st = Table(title="statistics over valid steps", title_justify="left")

@@ -1,7 +1,9 @@
 """One way to run per-episode or per-shard work: inline, or in a pool of worker processes.
 
 Workers start with `forkserver` (never a fork of a parent that may hold zarr, torch or file
-state) and limit torch to one intra-op thread each, so N workers use N cores.
+state) and limit torch to one intra-op thread each, so N workers use N cores. An `FcsError` raised
+in a worker reaches the caller as itself (they pickle intact); a worker that dies becomes an
+`FcsError` that says so.
 """
 
 from __future__ import annotations
@@ -10,7 +12,10 @@ import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
+
+from fcs_data.errors import FcsError
 
 
 def default_workers() -> int:
@@ -21,6 +26,10 @@ def _init_worker() -> None:
     import torch
 
     torch.set_num_threads(1)
+
+
+class WorkerDied(FcsError):
+    """A worker process ended without a result (killed for memory, or a crash in a native library)."""
 
 
 class WorkerPool:
@@ -40,7 +49,15 @@ class WorkerPool:
         """Results of `fn(*args)`; `parallel=False` (or one worker) runs inline in this process."""
         if self.workers <= 1 or not parallel:
             return map(fn, *iterables)
-        return self._pool().map(fn, *iterables)
+        return self._results(self._pool().map(fn, *iterables))
+
+    @staticmethod
+    def _results(results: Iterator[Any]) -> Iterator[Any]:
+        try:
+            yield from results
+        except BrokenProcessPool as e:
+            raise WorkerDied("a worker process died without a result, most often killed for memory (see dmesg); "
+                             "run again with fewer --workers") from e
 
     def close(self, cancel: bool = False) -> None:
         if self._executor is not None:

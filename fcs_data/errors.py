@@ -1,12 +1,27 @@
-"""Exceptions that name the file (and where possible the episode and field) they are about."""
+"""Exceptions that name the file (and where possible the episode and field) they are about.
+
+Every error fcs raises on purpose is an `FcsError`. They pickle intact (attributes included), so
+one raised in a worker process reaches the parent as itself, not as a `BrokenProcessPool`.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+
+def _rebuild(cls: type[FcsError], args: tuple, state: dict[str, Any]) -> FcsError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
 
 
 class FcsError(Exception):
-    """Base of every error fcs raises on purpose; the CLI prints it and exits 1."""
+    """Base of every error fcs raises on purpose; the CLI prints it on one line and exits 1."""
+
+    def __reduce__(self):  # subclasses take other constructor arguments than `args`
+        return _rebuild, (type(self), self.args, self.__dict__)
 
 
 class UnsafePickleError(FcsError):
@@ -32,4 +47,28 @@ class SourceError(FcsError):
 
 
 class StoreError(FcsError):
-    """An fcs store is missing, incomplete or of an unsupported format."""
+    """An fcs store is missing, incomplete, damaged or of an unsupported format."""
+
+
+class StoreDataError(StoreError):
+    """A chunk of a store array is missing, truncated, or fails its checksum or its decoder.
+
+    `path` is the store, `file` the chunk or shard file (relative to the store), `array` the array
+    (`data/rgb`), `rows` the `[start, stop)` rows it holds and `where` those rows as episodes and
+    frames (when the store knows its episodes).
+    """
+
+    def __init__(self, path: str | Path, file: str, array: str, rows: tuple[int, int], problem: str,
+                 where: str = ""):
+        self.path, self.file, self.array, self.rows, self.problem, self.where = (
+            str(path), file, array, (int(rows[0]), int(rows[1])), problem, where)
+        span = f"rows {rows[0]}..{rows[1] - 1}" if rows[1] - rows[0] > 1 else f"row {rows[0]}"
+        super().__init__(f"{path}: {file}: {problem} ({array} {span}{'; ' + where if where else ''})")
+
+
+class NonFiniteDataError(StoreError):
+    """A valid step of a store holds NaN or Inf where training reads it."""
+
+
+class LockedError(FcsError):
+    """Another process holds the lock on an output (a second `fcs convert` to the same OUT)."""

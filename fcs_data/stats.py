@@ -1,7 +1,8 @@
 """Normalisation statistics: per-dimension moments and quantiles, per-channel image moments.
 
-Statistics are always taken over valid steps only (never the zero padding of the logger) and in
-float64, so the mean of a million float32 rows does not drift.
+Statistics are always taken over valid steps only (never the zero padding of the logger), over
+finite rows only (one NaN must not make every normalised batch NaN), and in float64, so the mean of
+a million float32 rows does not drift.
 """
 
 from __future__ import annotations
@@ -15,10 +16,15 @@ STD_EPS = 1e-6  # added to std when normalising (DINO-WM convention)
 
 
 def array_stats(x: np.ndarray) -> ArrayStats:
-    """Statistics of `x (n, D)` along the first axis (population std)."""
+    """Statistics of the finite rows of `x (n, D)` along the first axis (population std).
+
+    Rows holding a NaN or Inf anywhere are left out (`count` is the number of rows used); they are
+    reported by `fcs validate` and refused by the window sampler.
+    """
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2:
         raise ValueError(f"expected (n, D) rows, got shape {x.shape}")
+    x = x[np.isfinite(x).all(axis=1)]
     if len(x) == 0:
         nan = [float("nan")] * x.shape[1]
         return ArrayStats(mean=nan, std=nan, min=nan, max=nan, q01=nan, q99=nan, count=0)

@@ -1,32 +1,58 @@
 """`open_store(path)`: a read-only view of an fcs Zarr store.
 
 The store is flat and time-major (`data/rgb`, `data/state`, `data/action`) with an index of
-episode ends, so an episode or a window is a range of rows, never a copy. Reads go through the
-direct chunk readers of `_chunks` (falling back to zarr-python for arrays written differently).
+episode ends, so an episode or a window is a range of rows, never a copy. Every read goes through
+the direct chunk readers of `_chunks`, which verify each chunk's checksum and turn any damage into a
+`StoreDataError` naming the file, the array and the episodes and frames it holds. Opening a store
+checks its metadata, `episode_ends` (strictly increasing, ending at the arrays' length) and every
+array's shape, so a damaged store fails at once and by name, not in the middle of an epoch.
 A `Store` pickles to its path and reopens its files lazily in each process.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import zarr
 from pydantic import ValidationError
 
-from fcs_data._chunks import ChunkedRows, ShardedFrames, UnsupportedArray
-from fcs_data.converters.zarr_store import ACTION, EPISODE_ENDS, RGB, STATE
+from fcs_data._chunks import ArrayReader
 from fcs_data.errors import StoreError
+from fcs_data.format import (
+    ACTION,
+    EPISODE_ENDS,
+    EPISODES_ATTR,
+    FORMAT_VERSION,
+    META,
+    PARTIAL_ATTR,
+    RGB,
+    ROOT_ATTR,
+    STATE,
+)
 from fcs_data.schemas import Layout
 from fcs_data.schemas.store import EpisodeMeta, StoreMetadata, StoreStats
 from fcs_data.window_index import episode_starts, total_frames
 
-ROOT_ATTR = "fcs"
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise StoreError(f"{path}: missing ({what})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise StoreError(f"{path}: not valid JSON ({what}): {e}") from None
+    except OSError as e:
+        raise StoreError(f"{path}: cannot be read ({what}): {e.strerror or e}") from None
+    if not isinstance(doc, dict):
+        raise StoreError(f"{path}: holds a JSON {type(doc).__name__}, not Zarr metadata ({what})")
+    return doc
 
 
 def read_metadata(path: str | Path) -> StoreMetadata:
@@ -35,12 +61,9 @@ def read_metadata(path: str | Path) -> StoreMetadata:
     meta_file = path / "zarr.json"
     if not meta_file.is_file():
         raise StoreError(f"{path}: not a Zarr store (no zarr.json)")
-    try:
-        attrs = json.loads(meta_file.read_text()).get("attributes", {})
-    except json.JSONDecodeError as e:
-        raise StoreError(f"{meta_file}: not valid JSON ({e})") from e
-    if ROOT_ATTR not in attrs:
-        partial = "fcs_partial" in attrs
+    attrs = _read_json(meta_file, "the store's root metadata").get("attributes", {})
+    if not isinstance(attrs, dict) or ROOT_ATTR not in attrs:
+        partial = isinstance(attrs, dict) and PARTIAL_ATTR in attrs
         raise StoreError(
             f"{path}: an unfinished conversion; continue it with `fcs convert SRC -o ... --resume`"
             if partial else f"{path}: a Zarr group but not an fcs store (no '{ROOT_ATTR}' attribute)"
@@ -48,36 +71,10 @@ def read_metadata(path: str | Path) -> StoreMetadata:
     try:
         return StoreMetadata.model_validate(attrs[ROOT_ATTR])
     except ValidationError as e:
-        raise StoreError(f"{path}: store metadata is invalid:\n{e}") from e
-
-
-class _ZarrFrames:
-    """zarr-python fallback with the `ShardedFrames` interface."""
-
-    def __init__(self, array_dir: str):
-        self.array = zarr.open_array(array_dir, mode="r")
-        self.shape = self.array.shape
-
-    def read(self, frame_ids: np.ndarray) -> np.ndarray:
-        return np.asarray(self.array.get_orthogonal_selection((np.asarray(frame_ids, np.int64),)))
-
-    def read_into(self, frame_ids: np.ndarray, out: np.ndarray) -> None:
-        out[...] = self.read(frame_ids)
-
-    def close(self) -> None:
-        pass
-
-
-class _ZarrRows:
-    def __init__(self, array_dir: str):
-        self.array = zarr.open_array(array_dir, mode="r")
-        self.shape = self.array.shape
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        return np.asarray(self.array[start:stop])
-
-    def close(self) -> None:
-        pass
+        first = e.errors()[0]
+        loc = ".".join(str(x) for x in first["loc"])
+        more = f" (and {e.error_count() - 1} more problems)" if e.error_count() > 1 else ""
+        raise StoreError(f"{meta_file}: store metadata is invalid at '{loc}': {first['msg']}{more}") from None
 
 
 class LazyArray:
@@ -93,7 +90,7 @@ class LazyArray:
 
     @property
     def dtype(self) -> np.dtype:
-        return np.dtype(np.uint8) if self._name == "rgb" else np.dtype(np.float32)
+        return self._store.reader(self._name).meta.dtype
 
     def __len__(self) -> int:
         return self._stop - self._start
@@ -134,38 +131,79 @@ class Episode:
         return len(self.rgb)
 
 
-class Store:
-    """A read-only fcs store. Cheap to create; pickles to its path."""
+ARRAYS = {"rgb": RGB, "state": STATE, "action": ACTION}
 
-    def __init__(self, path: str | Path):
+
+class Store:
+    """A read-only fcs store. Cheap to create; pickles to its path.
+
+    `verify=False` skips the per-chunk checksums (only to measure what they cost).
+    """
+
+    def __init__(self, path: str | Path, *, verify: bool = True):
         self.path = Path(path)
+        self.verify = verify
         self.metadata = read_metadata(self.path)
         if not self.metadata.complete:
             raise StoreError(f"{self.path}: the store is marked incomplete")
-        try:
-            ends = zarr.open_array(str(self.path / EPISODE_ENDS), mode="r")[:]
-        except (FileNotFoundError, KeyError, ValueError) as e:
-            raise StoreError(f"{self.path}: cannot read {EPISODE_ENDS} ({e})") from e
-        self.episode_ends = np.asarray(ends, dtype=np.int64)
         self._pid = -1
+        self._readers: dict[str, ArrayReader] = {}
+        ends = ArrayReader(self.path, EPISODE_ENDS)
+        if ends.shape[0] != self.metadata.num_episodes:
+            raise StoreError(f"{self.path}: {EPISODE_ENDS} has {ends.shape[0]} entries, the metadata says "
+                             f"{self.metadata.num_episodes} episodes")
+        self.episode_ends = np.asarray(ends.read(0, ends.shape[0]), dtype=np.int64)
+        ends.close()
+        self._check_shapes()
+
+    def _check_shapes(self) -> None:
+        ends, m = self.episode_ends, self.metadata
+        if len(ends):
+            steps = np.diff(ends, prepend=0)
+            bad = np.flatnonzero(steps <= 0)
+            if len(bad):
+                i = int(bad[0])
+                prev = int(ends[i - 1]) if i else 0
+                raise StoreError(f"{self.path}: {EPISODE_ENDS} is not strictly increasing: episode {i} ends at "
+                                 f"row {int(ends[i])}, not after row {prev} where "
+                                 f"{'episode ' + str(i - 1) if i else 'the store'} starts it")
+        if total_frames(ends) != m.num_frames:
+            raise StoreError(f"{self.path}: {EPISODE_ENDS} ends at row {total_frames(ends)}, the metadata says "
+                             f"{m.num_frames} frames")
+        self._open_readers()
+        for name in ARRAYS:
+            shape = self._readers[name].shape
+            expected = (m.num_frames, *self.row_shape(name))
+            if tuple(shape) != expected:
+                raise StoreError(f"{self.path}: {ARRAYS[name]} has shape {tuple(shape)}, expected {expected} "
+                                 f"from {EPISODE_ENDS} and the layout")
 
     def __getstate__(self) -> dict:
-        return {"path": str(self.path)}
+        return {"path": str(self.path), "verify": self.verify}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["path"])  # type: ignore[misc]
+        self.__init__(state["path"], verify=state.get("verify", True))  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r}: {self.num_episodes} episodes, {self.num_frames} frames)"
 
-    # -- layout ------------------------------------------------------------------------------
+    # -- what the store holds ------------------------------------------------------------------
     @property
     def layout(self) -> Layout:
         return self.metadata.layout
 
     @property
+    def format_version(self) -> int:
+        return self.metadata.fcs_format
+
+    @property
+    def is_current_format(self) -> bool:
+        return self.metadata.fcs_format == FORMAT_VERSION
+
+    @property
     def stats(self) -> StoreStats:
-        assert self.metadata.stats is not None
+        if self.metadata.stats is None:
+            raise StoreError(f"{self.path}: the store has no statistics in its metadata")
         return self.metadata.stats
 
     @property
@@ -186,59 +224,74 @@ class Store:
 
     @cached_property
     def episode_meta(self) -> list[EpisodeMeta]:
-        attrs = zarr.open_group(str(self.path / "meta"), mode="r").attrs.asdict()
-        return [EpisodeMeta.model_validate(e) for e in attrs.get("episodes", [])]
+        path = self.path / META / "zarr.json"
+        records = _read_json(path, "per-episode metadata").get("attributes", {}).get(EPISODES_ATTR, [])
+        try:
+            return [EpisodeMeta.model_validate(e) for e in records]
+        except ValidationError as e:
+            raise StoreError(f"{path}: per-episode metadata is invalid: {e.errors()[0]['msg']}") from None
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Identifies this store's contents (not its path): checkpoints and caches key on it."""
+        m = self.metadata
+        blob = json.dumps([m.provenance.created, m.num_frames, m.num_episodes, self.episode_ends.tolist()])
+        return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
 
     def row_shape(self, name: str) -> tuple[int, ...]:
         if name == "rgb":
             return tuple(self.metadata.frame_shape)
         return (self.layout.state_dim if name == "state" else self.layout.action_dim,)
 
+    def where(self, start: int, stop: int) -> str:
+        """Rows `[start, stop)` in a user's words: `episode 3 (frames 20..99), episode 4 (frames 0..27)`."""
+        ends, starts = self.episode_ends, self.episode_starts
+        first = int(np.searchsorted(ends, start, side="right"))
+        parts = []
+        for e in range(first, len(ends)):
+            if starts[e] >= stop:
+                break
+            a, b = max(start, int(starts[e])) - int(starts[e]), min(stop, int(ends[e])) - int(starts[e])
+            parts.append(f"episode {e} (frame {a})" if b - a == 1 else f"episode {e} (frames {a}..{b - 1})")
+        if len(parts) > 4:
+            parts = [*parts[:3], f"... {len(parts) - 3} more episodes"]
+        return ", ".join(parts)
+
     # -- reading -----------------------------------------------------------------------------
     def _open_readers(self) -> None:
         if self._pid == os.getpid():
             return
-        base = str(self.path)
-        try:
-            self._frames: ShardedFrames | _ZarrFrames = ShardedFrames(f"{base}/{RGB}")
-        except UnsupportedArray:
-            self._frames = _ZarrFrames(f"{base}/{RGB}")
-        self._rows: dict[str, ChunkedRows | _ZarrRows] = {}
-        for name, sub in (("state", STATE), ("action", ACTION)):
-            try:
-                self._rows[name] = ChunkedRows(f"{base}/{sub}")
-            except UnsupportedArray:
-                self._rows[name] = _ZarrRows(f"{base}/{sub}")
+        self._readers = {name: ArrayReader(self.path, array, where=self.where, verify=self.verify)
+                         for name, array in ARRAYS.items()}
         self._pid = os.getpid()
 
-    @property
-    def frame_reader(self) -> ShardedFrames | _ZarrFrames:
+    def reader(self, name: str) -> ArrayReader:
+        """The chunk reader of `rgb`, `state` or `action` in this process."""
         self._open_readers()
-        return self._frames
+        if name not in self._readers:
+            raise KeyError(f"{self.path} has no array {name!r} (arrays: {', '.join(self._readers)})")
+        return self._readers[name]
 
     def read_frames(self, frame_ids: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Frames at global indices `frame_ids (n,)` -> `(n, H, W, 3)` uint8."""
-        self._open_readers()
         frame_ids = np.asarray(frame_ids, dtype=np.int64)
         if out is None:
             out = np.empty((len(frame_ids), *self.metadata.frame_shape), np.uint8)
-        self._frames.read_into(frame_ids, out)
+        self.reader("rgb").read_into(frame_ids, out)
         return out
 
     def read_rows(self, name: str, start: int | np.ndarray, stop: int | None = None) -> np.ndarray:
         """Rows of `rgb`, `state` or `action`: a range `[start, stop)` or global indices `start (n,)`."""
-        self._open_readers()
+        reader = self.reader(name)
         if stop is None:
             idx = np.asarray(start, dtype=np.int64)
             if name == "rgb":
                 return self.read_frames(idx)
             if len(idx) == 0:
-                return np.empty((0, *self.row_shape(name)), np.float32)
+                return np.empty((0, *self.row_shape(name)), reader.meta.dtype)
             lo, hi = int(idx.min()), int(idx.max()) + 1
-            return self._rows[name].read(lo, hi)[idx - lo]
-        if name == "rgb":
-            return self.read_frames(np.arange(int(start), stop))
-        return self._rows[name].read(int(start), stop)
+            return reader.read(lo, hi)[idx - lo]
+        return reader.read(int(start), stop)
 
     def episode(self, i: int) -> Episode:
         if not -self.num_episodes <= i < self.num_episodes:
@@ -248,18 +301,19 @@ class Store:
         return Episode(i, LazyArray(self, "rgb", a, b), LazyArray(self, "state", a, b),
                        LazyArray(self, "action", a, b), self.episode_meta[i])
 
-    def zarr_group(self) -> zarr.Group:
+    def zarr_group(self):
         """The store as a plain zarr-python group (read-only)."""
+        import zarr
+
         return zarr.open_group(str(self.path), mode="r")
 
     def close(self) -> None:
         if self._pid == os.getpid():
-            self._frames.close()
-            for r in self._rows.values():
+            for r in self._readers.values():
                 r.close()
         self._pid = -1
 
 
-def open_store(path: str | Path) -> Store:
-    """Open an fcs store read-only. Raises `StoreError` naming what is missing or unsupported."""
-    return Store(path)
+def open_store(path: str | Path, *, verify: bool = True) -> Store:
+    """Open an fcs store read-only. Raises `StoreError` naming what is missing, damaged or unsupported."""
+    return Store(path, verify=verify)

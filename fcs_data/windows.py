@@ -22,84 +22,48 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-import zarr
 
-from fcs_data.errors import StoreError
+from fcs_data import _cache
+from fcs_data.errors import NonFiniteDataError, StoreError
 from fcs_data.schemas.store import ArrayStats
-from fcs_data.stats import array_stats, normalize, unnormalize
+from fcs_data.splits import DEFAULT_SPLIT_RATIO, DEFAULT_SPLIT_SEED, Split, split_episodes
+from fcs_data.stats import STD_EPS, array_stats, normalize, unnormalize
 from fcs_data.store import Store
 from fcs_data.window_index import WindowIndex, frames_needed
 
 log = logging.getLogger("fcs_data")
 
-Split = Literal["train", "val", "all"]
-CACHE_GROUP = "cache"
 
+def norm_stats(store: Store, train_episodes: np.ndarray) -> dict[str, ArrayStats]:
+    """Action and proprio statistics over the valid, finite steps of `train_episodes`.
 
-def split_episodes(episodes: Sequence[int], split: Split, split_ratio: float, seed: int) -> np.ndarray:
-    """Episode-level split: a seeded permutation, the first `round(ratio * N)` for train.
-
-    Depends only on the episode ids, `split_ratio` and `seed`, so train and val are disjoint and
-    stable across runs and machines. With two or more episodes and `split_ratio < 1`, both sides
-    get at least one episode.
+    The default split's statistics were computed by the converter and live in the store's metadata;
+    any other split is computed here (one pass over its low-dimensional rows) and remembered in the
+    user cache (`fcs_data._cache`), keyed by the store's fingerprint. Nothing is written into the store.
     """
-    if split not in ("train", "val", "all"):
-        raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
-    if not 0 < split_ratio <= 1:
-        raise ValueError(f"split_ratio must be in (0, 1], got {split_ratio}")
-    ids = np.asarray(sorted(set(int(e) for e in episodes)), np.int64)
-    if split == "all":
-        return ids
-    perm = ids[np.random.default_rng(seed).permutation(len(ids))]
-    n_train = round(split_ratio * len(ids))
-    if len(ids) >= 2 and split_ratio < 1:
-        n_train = min(max(n_train, 1), len(ids) - 1)
-    return np.sort(perm[:n_train] if split == "train" else perm[n_train:])
-
-
-def _cache_key(store: Store, episodes: np.ndarray) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    h.update(store.metadata.provenance.created.encode())
-    h.update(str(store.num_frames).encode())
-    h.update(np.asarray(episodes, np.int64).tobytes())
-    return h.hexdigest()
-
-
-def norm_stats(store: Store, episodes: np.ndarray) -> dict[str, ArrayStats]:
-    """Action and proprio statistics over the valid steps of `episodes`, cached in the store.
-
-    The cache lives in the attributes of the store's `cache` group, keyed by the episode set, so
-    the first run pays one pass over the low-dimensional rows and later runs none. A read-only
-    store just gets no cache.
-    """
-    key = _cache_key(store, episodes)
-    path = store.path / CACHE_GROUP
-    try:
-        cached = zarr.open_group(str(path), mode="r").attrs.asdict().get("norm_stats", {}).get(key)
-    except (FileNotFoundError, KeyError, ValueError, OSError):
-        cached = None
+    episodes = np.asarray(train_episodes, np.int64)
+    stored = store.metadata.norm_stats
+    if stored is not None and stored.train_episodes == episodes.tolist():
+        return {"action": stored.action, "proprio": stored.proprio}
+    key = hashlib.blake2b((store.fingerprint + ":" + ",".join(map(str, episodes.tolist()))).encode(),
+                          digest_size=16).hexdigest()
+    cached = _cache.load("norm_stats", key)
     if cached is not None:
-        return {k: _strip(v) for k, v in cached.items()}
+        try:
+            return {k: ArrayStats.model_validate(cached[k]) for k in ("action", "proprio")}
+        except (KeyError, ValueError):
+            pass  # an old or damaged entry: recompute
     starts, ends = store.episode_starts[episodes], store.episode_ends[episodes]
-    state = np.concatenate([store.read_rows("state", int(a), int(b)) for a, b in zip(starts, ends, strict=True)])
-    action = np.concatenate([store.read_rows("action", int(a), int(b)) for a, b in zip(starts, ends, strict=True)])
+    rows = list(zip(starts.tolist(), ends.tolist(), strict=True))
+    state = np.concatenate([store.read_rows("state", a, b) for a, b in rows])
+    action = np.concatenate([store.read_rows("action", a, b) for a, b in rows])
     stats = {"action": array_stats(action), "proprio": array_stats(state[:, store.layout.proprio_slice])}
-    try:
-        group = zarr.open_group(str(path), mode="a")
-        table = dict(group.attrs.asdict().get("norm_stats", {}))
-        table[key] = {k: v.model_dump() | {"episodes": len(episodes)} for k, v in stats.items()}
-        group.attrs.update({"norm_stats": table})
-    except (OSError, PermissionError) as e:
-        log.debug("normalisation statistics not cached in %s: %s", store.path, e)
+    _cache.save("norm_stats", key, {k: v.model_dump() for k, v in stats.items()})
     return stats
-
-
-def _strip(stats: dict) -> ArrayStats:
-    return ArrayStats.model_validate({k: v for k, v in stats.items() if k != "episodes"})
 
 
 class WindowDataset(torch.utils.data.Dataset):
@@ -123,8 +87,8 @@ class WindowDataset(torch.utils.data.Dataset):
         num_pred: int = 1,
         frameskip: int = 1,
         split: Split = "train",
-        split_ratio: float = 0.9,
-        seed: int = 42,
+        split_ratio: float = DEFAULT_SPLIT_RATIO,
+        seed: int = DEFAULT_SPLIT_SEED,
         normalize: bool = True,
         episodes: Sequence[int] | None = None,
         cache: bool = False,
@@ -133,6 +97,7 @@ class WindowDataset(torch.utils.data.Dataset):
             raise ValueError(f"num_hist, num_pred and frameskip must be >= 1 (got {num_hist}, {num_pred}, {frameskip})")
         opened = store if isinstance(store, Store) else Store(store)
         self.store_path = str(opened.path)
+        self._verify = opened.verify
         self._store: Store | None = opened
         self._pid = os.getpid()
         self.num_hist, self.num_pred, self.frameskip = num_hist, num_pred, frameskip
@@ -161,9 +126,7 @@ class WindowDataset(torch.utils.data.Dataset):
         self.index = WindowIndex(self.episodes, opened.episode_starts[self.episodes], lengths[~short],
                                  self.num_frames, frameskip)
 
-        train = chosen if split == "train" else split_episodes(pool, "train", split_ratio, seed)
-        if split == "all":
-            train = chosen
+        train = chosen if split in ("train", "all") else split_episodes(pool, "train", split_ratio, seed)
         self.stats = norm_stats(opened, train) if len(train) else None
         self._action_mean, self._action_std = self._moments("action")
         self._proprio_mean, self._proprio_std = self._moments("proprio")
@@ -178,7 +141,7 @@ class WindowDataset(torch.utils.data.Dataset):
         if self.stats is None:
             raise StoreError(f"{self.store_path}: no training episodes to take normalisation statistics from")
         s = self.stats[name]
-        return np.asarray(s.mean, np.float32), (np.asarray(s.std, np.float64) + 1e-6).astype(np.float32)
+        return np.asarray(s.mean, np.float32), (np.asarray(s.std, np.float64) + STD_EPS).astype(np.float32)
 
     def unnormalize_action(self, action: np.ndarray | torch.Tensor) -> np.ndarray:
         """`(..., fs * A)` normalised actions -> raw units, `(..., fs * A)`."""
@@ -200,7 +163,7 @@ class WindowDataset(torch.utils.data.Dataset):
     @property
     def store(self) -> Store:
         if self._store is None or self._pid != os.getpid():
-            self._store = Store(self.store_path)
+            self._store = Store(self.store_path, verify=self._verify)
             self._pid = os.getpid()
         return self._store
 
@@ -260,6 +223,8 @@ class WindowDataset(torch.utils.data.Dataset):
         state = store.read_rows("state", g, g + n * fs)[::fs]
         proprio = state[:, self.proprio_slice[0] : self.proprio_slice[1]]
         action = store.read_rows("action", g, g + n * fs)
+        if not (np.isfinite(action).all() and np.isfinite(proprio).all()):
+            raise self._nonfinite(episode, start, action, proprio)
         if self.normalize:
             proprio = (proprio - self._proprio_mean) / self._proprio_std
             action = (action - self._action_mean) / self._action_std
@@ -271,6 +236,24 @@ class WindowDataset(torch.utils.data.Dataset):
             "episode": episode,
             "start": start,
         }
+
+    def _nonfinite(self, episode: int, start: int, action: np.ndarray, proprio: np.ndarray) -> NonFiniteDataError:
+        """The error for a window whose action or proprio rows hold NaN/Inf, naming episode, step and field."""
+        layout = self.store.layout
+        fs = self.frameskip
+        bad_a = np.argwhere(~np.isfinite(action))
+        if len(bad_a):
+            row, col = (int(v) for v in bad_a[0])
+            step, group, fields, dim = start + row, "action", layout.action, col
+        else:
+            row, col = (int(v) for v in np.argwhere(~np.isfinite(proprio))[0])
+            step, group, fields, dim = start + row * fs, "state", layout.state, self.proprio_slice[0] + col
+        name = next((f.name for f in fields if f.start <= dim < f.stop), "?")
+        value = action[row, col] if group == "action" else proprio[row, col]
+        return NonFiniteDataError(
+            f"{self.store_path}: episode {episode} step {step}: {value} in {group}.{name} (dim {dim}), read by the "
+            f"window starting at step {start}; `fcs validate {self.store_path}` lists every non-finite step"
+        )
 
     def describe(self) -> str:
         return (

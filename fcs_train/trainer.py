@@ -11,9 +11,8 @@ NaN/Inf losses and on dead or stuck DataLoader workers, and a checkpoint before 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import math
+import re
 import time
 import warnings
 from collections.abc import Iterator
@@ -29,7 +28,6 @@ from torch.utils.data import DistributedSampler, Sampler
 
 from fcs_data.errors import FcsError
 from fcs_data.loader import collate_windows, make_loader
-from fcs_data.store import Store
 from fcs_data.windows import WindowDataset
 from fcs_train import dist as fdist
 from fcs_train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -93,20 +91,25 @@ class _ShardSampler(Sampler[int]):
         return iter(self.indices)
 
 
-def store_fingerprint(store: Store) -> str:
-    m = store.metadata
-    blob = json.dumps([m.provenance.created, m.num_frames, m.num_episodes, store.episode_ends.tolist()])
-    return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
+def _worker_error(message: str) -> str:
+    """The original error line of an exception a DataLoader worker raised (torch re-raises it with the
+    worker's traceback as its message): `StoreDataError: /s.zarr: data/rgb/...: shard file is missing`."""
+    lines = [line for line in message.splitlines() if line.strip()]
+    return re.sub(r"^(?:[A-Za-z_][\w]*\.)+(\w+: )", r"\1", lines[-1].strip()) if lines else message
 
 
 def _next_batch(it: Iterator, timeout: float) -> dict | None:
-    """`next(it)`, turning DataLoader worker deaths and timeouts into messages that name the worker."""
+    """`next(it)`, turning DataLoader worker deaths, timeouts and worker errors into messages that name them."""
     try:
         return next(it)
     except StopIteration:
         return None
-    except RuntimeError as e:
+    except Exception as e:
         msg = str(e)
+        if "Original Traceback" in msg:
+            raise TrainError(f"a DataLoader worker failed: {_worker_error(msg)}") from None
+        if not isinstance(e, RuntimeError):
+            raise
         if "timed out" in msg:
             worker = getattr(it, "_task_info", {}).get(getattr(it, "_rcvd_idx", -1), (None,))[0]
             workers = getattr(it, "_workers", [])
@@ -143,7 +146,7 @@ class Trainer:
             raise TrainError(f"no training windows: every training episode is shorter than (num_hist + num_pred) * "
                              f"frameskip = {need} frames; lower data.num_hist or data.frameskip")
         self.store = self.train_ds.store
-        self.fingerprint = store_fingerprint(self.store)
+        self.fingerprint = self.store.fingerprint
 
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
         layout = self.store.layout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -10,6 +11,21 @@ import pytest
 from fcs_data.synth import synthesize
 
 V1_EPISODES = 3
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """fcs's user cache (split statistics, crash reports) lives in a temporary folder during tests."""
+    path = tmp_path_factory.mktemp("fcs-cache")
+    os.environ["FCS_CACHE_DIR"] = str(path)
+    return path
+
+
+@pytest.fixture
+def format1_store(tmp_path: Path) -> Path:
+    """A store written by fcs 0.1.0 (format 1: no chunk checksums, unsharded rows), 32 x 32 frames."""
+    return Path(shutil.copytree(DATA / "format1_fcs010.zarr", tmp_path / "format1.zarr"))
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,56 @@ def test_convert_refuses_errors_with_the_report(v1: Path, tmp_path: Path) -> Non
 def test_convert_usage_errors_exit_2(pristine_v1: Path) -> None:
     assert runner.invoke(app, ["convert", str(pristine_v1), "--to", "hdf5"]).exit_code == 2
     assert runner.invoke(app, ["convert", str(pristine_v1), "--codec", "brotli"]).exit_code == 2
+
+
+# ---- never a traceback ----------------------------------------------------------------------------
+
+
+def _fcs(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fcs", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
+
+
+def _one_error_line(res: subprocess.CompletedProcess) -> str:
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr
+    return lines[0]
+
+
+def test_garbage_store_metadata_is_one_line_in_info_and_validate(pristine_v1: Path, tmp_path: Path) -> None:
+    from fcs_data.converters.to_zarr import convert_to_zarr
+
+    store = convert_to_zarr(pristine_v1, tmp_path / "s.zarr", workers=1).store
+    (store / "zarr.json").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe garbage")
+    assert "zarr.json: not valid JSON" in _one_error_line(_fcs("info", str(store)))
+    res = _fcs("validate", str(store))
+    assert res.returncode == 1 and "store-format" in res.stdout and "Traceback" not in res.stderr + res.stdout
+
+
+def test_a_damaged_store_is_one_line_naming_the_file(pristine_v1: Path, tmp_path: Path) -> None:
+    from fcs_data.converters.to_zarr import convert_to_zarr
+    from fcs_data.format import shard_file
+
+    store = convert_to_zarr(pristine_v1, tmp_path / "s.zarr", workers=1, shard_frames=8).store
+    shard_file(store, 0).unlink()
+    line = _one_error_line(_fcs("info", str(store), "--preview", "0", "--out", str(tmp_path / "p.png")))
+    assert "data/rgb/c/0/0/0/0: shard file is missing" in line and "episode 0 (frames 0..7)" in line
+
+
+def test_an_internal_error_is_one_line_with_the_traceback_in_a_file(v1: Path, monkeypatch, private_cache: Path) -> None:
+    import fcs_data.validation
+
+    def broken(*args, **kwargs):
+        return 1 / 0
+
+    monkeypatch.setattr(fcs_data.validation, "validate", broken)
+    res = runner.invoke(app, ["validate", str(v1)])
+    assert res.exit_code == 1
+    assert "internal error (ZeroDivisionError: division by zero)" in res.output and "FCS_DEBUG=1" in res.output
+    reports = list((private_cache / "crash").glob("fcs-crash-*.txt"))
+    assert reports and "Traceback" in reports[-1].read_text() and "ZeroDivisionError" in reports[-1].read_text()
+    monkeypatch.setenv("FCS_DEBUG", "1")
+    res = runner.invoke(app, ["validate", str(v1)])
+    assert isinstance(res.exception, ZeroDivisionError)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -16,13 +17,17 @@ import torch
 import zarr
 from helpers import edit_tensor, load_pkl
 
+from fcs_data._chunks import ArrayReader
 from fcs_data.converters import to_zarr
 from fcs_data.converters.to_zarr import (
     ConversionRefused,
     ConvertProgress,
+    ResumeMismatch,
     VerificationFailed,
     convert_to_zarr,
 )
+from fcs_data.errors import LockedError, StoreError, UnsafePickleError
+from fcs_data.format import PROGRESS_FILE, RGB, shard_file
 from fcs_data.stats import array_stats
 from fcs_data.store import open_store
 from fcs_data.synth import synthesize
@@ -66,7 +71,7 @@ def test_store_opens_with_plain_zarr_and_every_array_reads(pristine_v1: Path, tm
     np.testing.assert_array_equal(arrays["data/state"], np.concatenate([s for _, s, _ in src]))
     np.testing.assert_array_equal(arrays["meta/episode_ends"], np.cumsum([len(f) for f, _, _ in src]))
     attrs = zarr.open_group(str(store), mode="r").attrs.asdict()["fcs"]
-    assert attrs["fcs_format"] == 1 and attrs["channel_order"] == "RGB" and attrs["action_alignment"] == "forward"
+    assert attrs["fcs_format"] == 2 and attrs["channel_order"] == "RGB" and attrs["action_alignment"] == "forward"
     assert attrs["layout"]["name"] == "franka_cube_stack_v1"
     assert not (store / "fcs-progress.jsonl").exists()
 
@@ -186,7 +191,7 @@ def test_interrupt_leaves_no_output_and_resume_finishes(pristine_v1: Path, tmp_p
     assert not out.exists() and (tmp_path / "s.zarr.partial").exists()
     with pytest.raises(FileExistsError, match="--resume"):
         convert_to_zarr(pristine_v1, out, workers=1, shard_frames=8)
-    with pytest.raises(Exception, match="different source, layout or options"):
+    with pytest.raises(ResumeMismatch, match="different source, layout or options"):
         convert_to_zarr(pristine_v1, out, workers=1, shard_frames=16, resume=True)
     result = convert_to_zarr(pristine_v1, out, workers=1, shard_frames=8, resume=True)
     assert result.resumed_shards == 2
@@ -203,7 +208,7 @@ def test_sigkill_mid_conversion_then_resume_equals_a_clean_conversion(tmp_path: 
     cmd = [sys.executable, "-m", "fcs", "convert", str(src), "-o", str(out), "--workers", "1", "--codec", "zstd",
            "--shard-frames", "4"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    progress_file = partial / to_zarr.PROGRESS_FILE
+    progress_file = partial / PROGRESS_FILE
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if progress_file.exists() and progress_file.read_text().count('"shard"') >= 5:
@@ -215,7 +220,7 @@ def test_sigkill_mid_conversion_then_resume_equals_a_clean_conversion(tmp_path: 
     done = progress_file.read_text().count('"shard"')
     assert 5 <= done < 150, "killed part-way"
     assert not out.exists() and partial.exists()
-    with pytest.raises(Exception, match="fcs convert"):
+    with pytest.raises(StoreError, match="fcs convert"):
         open_store(partial)  # an unfinished store says how to finish it
     res = subprocess.run([*cmd, "--resume"], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
@@ -228,3 +233,105 @@ def test_sigkill_mid_conversion_then_resume_equals_a_clean_conversion(tmp_path: 
     assert [m.content_hash for m in a.episode_meta] == [m.content_hash for m in b.episode_meta]
     assert not partial.exists()
     assert sorted(os.listdir(tmp_path)) == ["clean.zarr", "s.zarr", "src"]
+
+
+# ---- issue 9: codecs, black shards, locks, full disks, errors across the pool -------------------------
+
+
+def test_auto_codec_stores_noisy_frames_uncompressed_and_says_why(pristine_v1: Path, tmp_path: Path) -> None:
+    result = convert_to_zarr(pristine_v1, tmp_path / "s.zarr", workers=1)
+    assert result.codec == "none" and "less than 15 %" in result.codec_note
+    assert open_store(result.store).metadata.codec.preset == "none"
+    assert ArrayReader(result.store, RGB).meta.codec is None
+
+
+def test_auto_codec_compresses_frames_that_compress(v1: Path, tmp_path: Path) -> None:
+    for i in range(3):
+        edit_tensor(v1 / f"{i:06d}" / "obses.pth", lambda t: (t // 64) * 64)  # flat, noise-free renders
+    result = convert_to_zarr(v1, tmp_path / "s.zarr", workers=1, verify=True)
+    assert result.codec == "lz4" and "lz4: it saves" in result.codec_note
+    assert open_store(result.store).metadata.codec.preset == "lz4"
+
+
+def test_a_shard_aligned_run_of_black_frames_is_written_and_validates(v1: Path, tmp_path: Path) -> None:
+    from fcs_data.validation import validate
+
+    edit_tensor(v1 / "000000" / "obses.pth", lambda t: torch.cat([torch.zeros_like(t[:16]), t[16:]]))
+    store = convert_to_zarr(v1, tmp_path / "s.zarr", workers=1, shard_frames=16, codec="lz4").store
+    assert shard_file(store, 0).exists(), "an all-black shard is written like any other"
+    report = validate(store)
+    assert not report.has_errors, [f.message for f in report.findings if f.severity == "error"]
+    assert not open_store(store).read_frames(np.arange(16)).any()
+
+
+def _slow_conversion(src: Path, out: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "fcs", "convert", str(src), "-o", str(out), "--workers", "1", "--codec", "zstd",
+           "--shard-frames", "4"]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_second_conversion_to_the_same_output_is_refused_at_once(tmp_path: Path) -> None:
+    src = synthesize(tmp_path / "src", episodes=6, min_len=60, max_len=60, seed=12)
+    out = tmp_path / "s.zarr"
+    first = _slow_conversion(src, out)
+    deadline = time.monotonic() + 120
+    while not (out.with_name("s.zarr.partial") / PROGRESS_FILE).exists():
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.01)
+    with pytest.raises(LockedError, match=rf"pid {first.pid}\b"):
+        convert_to_zarr(src, out, workers=1, codec="none", overwrite=True)
+    second = subprocess.run([sys.executable, "-m", "fcs", "convert", str(src), "-o", str(out), "--workers", "1",
+                             "--codec", "none", "--overwrite"], capture_output=True, text=True)
+    assert second.returncode == 1 and f"pid {first.pid}" in second.stderr
+    assert "Traceback" not in second.stderr and len(second.stderr.strip().splitlines()) == 1
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    store = open_store(out)
+    assert store.metadata.codec.preset == "zstd" and ArrayReader(out, RGB).meta.codec.codec_id == "blosc"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr", "src"], "no lock file left behind"
+
+
+_FULL_DISK = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with an OSError instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
+from fcs.cli import main
+sys.argv = ["fcs", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_write_error_ends_in_one_line_keeps_the_partial_store_and_resume_finishes(
+    pristine_v1: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "s.zarr"
+    args = ["convert", str(pristine_v1), "-o", str(out), "--workers", "1", "--codec", "none", "--shard-frames", "16"]
+    res = subprocess.run([sys.executable, "-c", _FULL_DISK, *args], capture_output=True, text=True)
+    assert res.returncode == 1, res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "File too large" in lines[0] and "--resume" in lines[0], res.stderr
+    assert "Traceback" not in res.stderr
+    assert (tmp_path / "s.zarr.partial").exists() and not out.exists()
+    res = subprocess.run([sys.executable, "-m", "fcs", *args, "--resume"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    clean = convert_to_zarr(pristine_v1, tmp_path / "clean.zarr", workers=1, codec="none", shard_frames=16).store
+    for name, arr in _zarr_arrays(clean).items():
+        np.testing.assert_array_equal(arr, _zarr_arrays(out)[name], err_msg=name)
+
+
+def test_an_error_in_a_worker_arrives_intact_and_leaves_nothing_behind(v1: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.makedirs, (str(marker),))
+
+    def swap_after_validation(done: int, total: int) -> None:
+        if done == total:  # validation saw a clean file; the conversion workers get a malicious one
+            (v1 / "000001" / "property_params.pkl").write_bytes(pickle.dumps({"x": Payload()}))
+
+    with pytest.raises(UnsafePickleError, match=r"000001/property_params\.pkl.*makedirs") as info:
+        convert_to_zarr(v1, tmp_path / "s.zarr", workers=2, progress=ConvertProgress(validate=swap_after_validation))
+    assert info.value.path.endswith("000001/property_params.pkl")
+    assert not marker.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v1"], "no OUT, OUT.partial or lock left behind"

@@ -17,11 +17,12 @@ from typer.testing import CliRunner
 
 from fcs.cli import app
 from fcs_data.converters.to_zarr import convert_to_zarr
+from fcs_data.errors import NonFiniteDataError
 from fcs_data.synth import synthesize
 from fcs_data.windows import WindowDataset
 from fcs_train.checkpoint import load_checkpoint
 from fcs_train.config import load_config
-from fcs_train.trainer import NonFiniteLoss, Trainer, TrainError
+from fcs_train.trainer import Trainer, TrainError
 
 
 @pytest.fixture(scope="module")
@@ -113,13 +114,17 @@ def test_run_directory_and_falling_validation_loss(store: Path, tmp_path: Path) 
     assert ckpt["store"]["fingerprint"] and ckpt["norm_stats"]["action"]["count"] > 0
 
 
-def test_nan_loss_stops_with_the_step_and_the_batch(store: Path, tmp_path: Path) -> None:
+def test_nan_in_the_training_data_stops_naming_the_episode_and_step(store: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.zarr"
     shutil.copytree(store, bad)
     arr = zarr.open_array(str(bad / "data" / "action"), mode="r+")
     arr[:] = np.where(np.arange(arr.shape[0])[:, None] % 7 == 0, np.nan, arr[:]).astype(np.float32)
-    with pytest.raises(NonFiniteLoss, match=r"at step 1 \(epoch 1\).*\(episode, start\)"):
+    with pytest.raises(NonFiniteDataError, match=r"episode \d+ step \d+: nan in action\.joint_target"):
         run(config(bad, tmp_path / "n", **{"train.max_steps": 3}))
+    cfg = config(bad, tmp_path / "w", **{"train.max_steps": 3, "data.num_workers": 1,
+                                        "data.multiprocessing_context": "fork"})
+    with pytest.raises(TrainError, match=r"DataLoader worker failed: NonFiniteDataError: .*episode \d+ step \d+: nan"):
+        run(cfg)
 
 
 def _die(self, i):

@@ -107,6 +107,18 @@ def test_malicious_pth_is_refused_and_not_run(v1: Path, tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+def test_malicious_property_params_is_refused_by_validate_before_convert_opens_it(v1: Path, tmp_path: Path) -> None:
+    from fcs_data.converters.to_zarr import ConversionRefused, convert_to_zarr
+
+    marker = tmp_path / "pwned_params"
+    save_pkl({"seed": 1, "x": _Payload(marker)}, v1 / "000002" / "property_params.pkl")
+    f = only(run(v1), "unsafe-pickle")
+    assert (f.episode, f.file) == (2, "000002/property_params.pkl") and f.severity == "error"
+    with pytest.raises(ConversionRefused, match="skip-bad"):
+        convert_to_zarr(v1, tmp_path / "s.zarr", workers=1)
+    assert not marker.exists()
+
+
 def test_float_frames_are_a_dtype_error(v1: Path) -> None:
     edit_tensor(v1 / "000001" / "obses.pth", lambda t: t.float() / 255)
     f = only(run(v1), "obs-dtype")

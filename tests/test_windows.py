@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import logging
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import zarr
 from helpers import load_pkl
 
 from fcs_data.converters.to_zarr import convert_to_zarr
+from fcs_data.errors import NonFiniteDataError
+from fcs_data.splits import split_episodes
 from fcs_data.store import open_store
 from fcs_data.synth import synthesize
 from fcs_data.window_index import WindowIndex, windows_per_episode
-from fcs_data.windows import ReferenceAdapter, WindowDataset, split_episodes
+from fcs_data.windows import ReferenceAdapter, WindowDataset
 
 
 @pytest.fixture(scope="module")
@@ -124,15 +128,57 @@ def test_validation_uses_training_statistics(store: Path, arrays: dict) -> None:
     assert train.stats["action"].count == len(acts)
 
 
-def test_statistics_are_cached_in_the_store(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _snapshot(path: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(path)): (p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*")}
+
+
+def test_the_default_split_takes_the_statistics_the_converter_stored(store: Path, arrays: dict,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     import fcs_data.windows as windows
 
+    monkeypatch.setattr(windows, "array_stats", lambda x: pytest.fail("statistics were recomputed"))
+    ds = WindowDataset(store, num_hist=1)
+    stored = open_store(store).metadata.norm_stats
+    assert stored is not None and ds.stats["action"] == stored.action
+    train = split_episodes(range(10), "train", 0.9, 42)
+    assert stored.train_episodes == train.tolist()
+    acts = np.concatenate([arrays["actions"][e, : arrays["lengths"][e]] for e in train])
+    np.testing.assert_allclose(ds.stats["action"].mean, acts.mean(0), rtol=1e-6, atol=1e-9)
+
+
+def test_other_splits_are_remembered_outside_the_store_which_is_never_written(
+    store: Path, private_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fcs_data.windows as windows
+
+    before = _snapshot(store)
     first = WindowDataset(store, num_hist=1, split="train", seed=77)
     monkeypatch.setattr(windows, "array_stats", lambda x: pytest.fail("statistics were recomputed"))
     second = WindowDataset(store, num_hist=2, split="val", seed=77)
+    for i in range(len(second)):
+        second[i]
     assert second.stats == first.stats
-    assert (store / "cache" / "zarr.json").exists()
-    assert open_store(store).num_frames > 0, "the cache does not disturb the store"
+    assert list((private_cache / "norm_stats").glob("*.json")), "cached in the user cache"
+    assert _snapshot(store) == before, "the read path wrote into the store"
+
+
+def test_a_nan_in_a_valid_step_is_refused_naming_episode_and_step(store: Path, tmp_path: Path) -> None:
+    bad = Path(shutil.copytree(store, tmp_path / "nan.zarr"))
+    s = open_store(bad)
+    row = int(s.episode_starts[4]) + 9
+    arr = zarr.open_array(str(bad / "data" / "action"), mode="r+")
+    values = arr[row]
+    values[2] = np.nan
+    arr[row] = values
+    ds = WindowDataset(bad, num_hist=1, frameskip=1, split="all")
+    assert np.isfinite(ds.stats["action"].mean).all(), "statistics are taken over finite rows only"
+    touching = [i for i in range(len(ds)) if ds.index.locate(i)[0] == 4 and 8 <= ds.index.locate(i)[1] <= 9]
+    others = [i for i in range(len(ds)) if i not in touching]
+    for i in others[:40]:
+        assert torch.isfinite(ds[i]["action"]).all()
+    for i in touching:
+        with pytest.raises(NonFiniteDataError, match=r"episode 4 step 9: nan in action\.joint_target \(dim 2\)"):
+            ds[i]
 
 
 def test_unnormalize_inverts_normalisation(store: Path, arrays: dict) -> None:

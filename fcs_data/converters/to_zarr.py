@@ -2,12 +2,17 @@
 
 1. The validator runs first; errors refuse the conversion (or, with `skip_bad`, drop the episodes
    that have them).
-2. The store is written as `OUT.partial`: arrays at their final shapes, then per-episode low-dim
-   data (and source hashes), then frames one whole shard per task in worker processes. Each done
-   unit is appended to `OUT.partial/fcs-progress.jsonl` after its data is flushed (fsync).
-3. Statistics and metadata are written, optionally every value is compared with the source, and
-   `OUT.partial` is renamed to `OUT`. A crash or Ctrl-C leaves no `OUT`; `resume` continues the
-   partial store where its progress file says, if it was made from the same source and options.
+2. The frame codec is chosen (`auto`: lz4 only when it saves at least 15 % on a sample of frames).
+3. The store is written as `OUT.partial`, under an exclusive lock (`OUT.lock`) held for the whole
+   run: arrays at their final shapes, then per-episode low-dim data (and source hashes), then frames
+   one whole shard per task in worker processes. Each done unit is appended to
+   `OUT.partial/fcs-progress.jsonl` after its data is flushed (fsync).
+4. Statistics (of the whole store and of the default train split) and metadata are written,
+   optionally every value is compared with the source, and `OUT.partial` is renamed to `OUT`.
+
+A crash, Ctrl-C or an `OSError` (a full disk) leaves no `OUT` and keeps `OUT.partial`, which
+`resume` continues if it was made from the same source and options; an error in the data removes
+it. Every failure is an `FcsError` whose message says what, where, and what to do.
 """
 
 from __future__ import annotations
@@ -25,35 +30,41 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import psutil
 import torch
 import zarr
 
-from fcs_data._chunks import ChunkedRows, ShardedFrames
+from fcs_data._chunks import ArrayReader
+from fcs_data._lock import exclusive_lock
 from fcs_data._pool import WorkerPool
-from fcs_data.converters.conventions import conversion_notes, frames_to_store, lowdim_to_store, store_length
-from fcs_data.converters.sources import LoggerSource
-from fcs_data.converters.zarr_store import (
+from fcs_data.converters.zarr_store import FrameWriter, create_arrays, fsync_tree, writable
+from fcs_data.errors import FcsError
+from fcs_data.format import (
     ACTION,
+    AUTO_CODEC,
+    AUTO_MIN_SAVING,
+    CODEC_CHOICES,
     DEFAULT_CODEC,
     DEFAULT_SHARD_FRAMES,
+    EPISODES_ATTR,
+    FORMAT_VERSION,
+    META,
+    PARTIAL_ATTR,
+    PROGRESS_FILE,
     RGB,
+    ROOT_ATTR,
     STATE,
-    FrameWriter,
     codec_preset,
-    create_arrays,
-    fsync_path,
 )
-from fcs_data.errors import FcsError
 from fcs_data.schemas import Layout, ValidationReport, get_layout
-from fcs_data.schemas.store import FORMAT_VERSION, EpisodeMeta, Provenance, StoreMetadata, StoreStats
+from fcs_data.schemas.store import EpisodeMeta, Provenance, SplitStats, StoreMetadata, StoreStats
+from fcs_data.sources import LoggerSource, open_source
+from fcs_data.sources.conventions import conversion_notes, frames_to_store, lowdim_to_store, store_length
+from fcs_data.splits import DEFAULT_SPLIT_RATIO, DEFAULT_SPLIT_SEED, split_episodes
 from fcs_data.stats import array_stats, channel_histogram, image_stats
-from fcs_data.store import ROOT_ATTR
 from fcs_data.validation.source import validate_source
 from fcs_data.window_index import episode_starts, total_frames
 
-PROGRESS_FILE = "fcs-progress.jsonl"
-PARTIAL_ATTR = "fcs_partial"
+CODEC_SAMPLE_FRAMES = 32
 
 
 class ConversionRefused(FcsError):
@@ -66,6 +77,14 @@ class ConversionRefused(FcsError):
 
 class VerificationFailed(FcsError):
     """`verify` found a value in the store that differs from the source."""
+
+
+class ResumeMismatch(FcsError):
+    """`--resume` found an `OUT.partial` made from another source, layout or options."""
+
+
+class ConversionIOError(FcsError):
+    """Writing the store failed (a full disk, a lost mount, permissions); `OUT.partial` was kept."""
 
 
 @dataclass
@@ -82,6 +101,8 @@ class ConvertProgress:
 class ConversionResult:
     store: Path
     report: ValidationReport
+    codec: str
+    codec_note: str
     num_episodes: int
     num_frames: int
     skipped: dict[int, list[str]]
@@ -102,6 +123,8 @@ def _peak_rss_mb() -> float:
 
 
 def _rss_mb() -> float:
+    import psutil
+
     return psutil.Process().memory_info().rss / 2**20
 
 
@@ -176,11 +199,10 @@ class _Job:
     def __init__(self, plan_json: str, out: str):
         self.plan = Plan.from_json(plan_json)
         self.out = out
-        self.source = LoggerSource.open(self.plan.source, self.plan.layout)
+        self.source = open_source(self.plan.source, self.plan.layout)
         self._frames_cache: tuple[int, torch.Tensor] | None = None
         self._writer: FrameWriter | None = None
-        self._store_frames: ShardedFrames | None = None
-        self._store_rows: dict[str, ChunkedRows] = {}
+        self._readers: dict[str, ArrayReader] = {}
         self.idle_rss_mb = _rss_mb()
 
     def _source_frames(self, store_episode: int) -> torch.Tensor:
@@ -235,12 +257,16 @@ class _Job:
         return {"episode": store_episode, "state": state, "action": action, "meta": meta.model_dump(mode="json"),
                 "rss_mb": _peak_rss_mb()}
 
+    def _reader(self, array: str) -> ArrayReader:
+        if array not in self._readers:
+            self._readers[array] = ArrayReader(self.out, array)
+        return self._readers[array]
+
     def verify_shard(self, shard: int) -> list[str]:
         expected, _ = self.converted_frames(shard)
-        if self._store_frames is None:
-            self._store_frames = ShardedFrames(f"{self.out}/{RGB}")
         a = shard * self.plan.shard_frames
-        got = self._store_frames.read(np.arange(a, a + len(expected)))
+        got = np.empty_like(expected)
+        self._reader(RGB).read_into(np.arange(a, a + len(expected)), got)
         bad = np.flatnonzero((got != expected).reshape(len(got), -1).any(axis=1))
         return [f"frame {a + int(i)} differs from the source" for i in bad[:5]]
 
@@ -249,11 +275,8 @@ class _Job:
         a = int(self.plan.episode_starts[store_episode])
         b = int(self.plan.episode_ends[store_episode])
         out = []
-        for name, sub, expected in (("state", STATE, state), ("action", ACTION, action)):
-            if name not in self._store_rows:
-                self._store_rows[name] = ChunkedRows(f"{self.out}/{sub}")
-            rows = self._store_rows[name]
-            if not np.array_equal(rows.read(a, b), expected):
+        for name, array, expected in (("state", STATE, state), ("action", ACTION, action)):
+            if not np.array_equal(self._reader(array).read(a, b), expected, equal_nan=True):
                 out.append(f"episode {store_episode} (source {self.plan.episodes[store_episode]}): {name} differs")
         return out
 
@@ -343,6 +366,32 @@ def _plan(src: Path, layout: Layout, report: ValidationReport, codec: str, shard
     return Plan(str(src.resolve()), layout, codec, shard_frames, episodes, lengths, ends), skipped
 
 
+def choose_codec(source: LoggerSource, plan: Plan, requested: str) -> tuple[str, str]:
+    """`(preset, why)`: `auto` compresses a sample of the source's frames with lz4 and keeps it only
+    when it saves at least `AUTO_MIN_SAVING` (noisy renders save a few percent and read 2x slower)."""
+    if requested != AUTO_CODEC:
+        return requested, f"{requested} (asked for)"
+    import numcodecs
+
+    lz4 = numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.NOSHUFFLE)
+    per_episode = max(1, CODEC_SAMPLE_FRAMES // min(len(plan.episodes), 8))
+    raw = packed = 0
+    for e in np.unique(np.linspace(0, len(plan.episodes) - 1, min(len(plan.episodes), 8)).astype(int)).tolist():
+        n = int(plan.episode_ends[e] - plan.episode_starts[e])
+        steps = np.unique(np.linspace(0, n - 1, min(n, per_episode)).astype(int))
+        frames = source.open_frames(plan.episodes[e])
+        block = frames_to_store(frames[torch.from_numpy(steps)].numpy(), plan.layout, plan.episodes[e], 0)
+        for f in block:
+            raw += f.nbytes
+            packed += len(lz4.encode(np.ascontiguousarray(f)))
+    saving = 1 - packed / max(raw, 1)
+    sample = f"{raw // max(int(np.prod(plan.layout.observation.shape)), 1)} sampled frames"
+    if saving < AUTO_MIN_SAVING:
+        return "none", (f"none: lz4 saves {100 * saving:.0f} % on {sample} (less than {100 * AUTO_MIN_SAVING:.0f} %), "
+                        "so frames are stored uncompressed, the fastest to read")
+    return "lz4", f"lz4: it saves {100 * saving:.0f} % on {sample}"
+
+
 def convert_to_zarr(
     src: str | Path,
     out: str | Path | None = None,
@@ -358,28 +407,45 @@ def convert_to_zarr(
     progress: ConvertProgress | None = None,
     command: list[str] | None = None,
 ) -> ConversionResult:
-    """Convert the logger dataset `src` into the fcs store `out` (default: `SRC.zarr` beside it)."""
+    """Convert the logger dataset `src` into the fcs store `out` (default: `SRC.zarr` beside it).
+
+    `codec`: `auto` (default), `none`, `lz4`, `lz4-bit` or `zstd` (docs/FORMAT.md).
+    """
     t_start = time.perf_counter()
     src = Path(src)
     layout = get_layout(layout)
-    codec_preset(codec)
+    if codec not in CODEC_CHOICES:
+        raise KeyError(f"unknown codec {codec!r}; presets: {', '.join(CODEC_CHOICES)}")
     out = Path(out) if out is not None else src.with_name(src.name + ".zarr")
     partial = out.with_name(out.name + ".partial")
     progress = progress or ConvertProgress()
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    if partial.exists() and not resume:
-        if not overwrite:
-            raise FileExistsError(
-                f"{partial} holds an unfinished conversion; pass --resume to continue it or --overwrite to restart"
-            )
-        shutil.rmtree(partial)
-    if resume and not partial.exists():
-        resume = False  # nothing to resume: start fresh
-
-    with WorkerPool(workers) as pool:
-        return _convert(src, out, partial, layout, codec, pool, resume, skip_bad, verify, shard_frames, progress,
-                        command, t_start)
+    with exclusive_lock(out, "converting into it"):
+        if out.exists() and not overwrite:
+            raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+        if partial.exists() and not resume:
+            if not overwrite:
+                raise FileExistsError(
+                    f"{partial} holds an unfinished conversion; pass --resume to continue it or --overwrite to restart"
+                )
+            shutil.rmtree(partial)
+        if resume and not partial.exists():
+            resume = False  # nothing to resume: start fresh
+        with WorkerPool(workers) as pool:
+            try:
+                return _convert(src, out, partial, layout, codec, pool, resume, skip_bad, verify, shard_frames,
+                                progress, command, t_start)
+            except OSError as e:
+                if not partial.exists():
+                    raise
+                where = f" writing {e.filename}" if e.filename else ""
+                raise ConversionIOError(
+                    f"{out}: {e.strerror or e}{where}; the finished part is kept in {partial}: fix the cause "
+                    "(free disk space) and run the same command with --resume"
+                ) from e
+            except FcsError:
+                if not resume:  # bad data in a fresh run: nothing worth resuming
+                    shutil.rmtree(partial, ignore_errors=True)
+                raise
 
 
 def _convert(src: Path, out: Path, partial: Path, layout: Layout, codec: str, pool: WorkerPool, resume: bool,
@@ -390,6 +456,7 @@ def _convert(src: Path, out: Path, partial: Path, layout: Layout, codec: str, po
     report = validate_source(src, layout, pool=pool, progress=progress.validate)
     timings["validate"] = time.perf_counter() - t0
     plan, skipped = _plan(src, layout, report, codec, shard_frames, skip_bad)
+    plan.codec, codec_note = choose_codec(open_source(src, layout), plan, codec)
     files = {p.name: p.stat().st_mtime_ns ^ p.stat().st_size for p in src.iterdir() if p.is_file()}
     for e in plan.episodes:
         files.update(_episode_files(src, e))
@@ -399,13 +466,13 @@ def _convert(src: Path, out: Path, partial: Path, layout: Layout, codec: str, po
     if resume:
         attrs = zarr.open_group(str(partial), mode="r").attrs.asdict()
         if attrs.get(PARTIAL_ATTR, {}).get("fingerprint") != fingerprint:
-            raise FcsError(
+            raise ResumeMismatch(
                 f"{partial} was started from a different source, layout or options; "
                 "run with the same options, or --overwrite to start over"
             )
     else:
         create_arrays(partial, frame_shape=layout.observation.shape, episode_ends=plan.episode_ends,
-                      state_dim=layout.state_dim, action_dim=layout.action_dim, codec=codec_preset(codec),
+                      state_dim=layout.state_dim, action_dim=layout.action_dim, codec=codec_preset(plan.codec),
                       shard_frames=shard_frames)
         zarr.open_group(str(partial), mode="r+").attrs.update({PARTIAL_ATTR: {"fingerprint": fingerprint}})
     lowdim_rec, shard_recs = _read_progress(partial / PROGRESS_FILE)
@@ -428,17 +495,11 @@ def _convert(src: Path, out: Path, partial: Path, layout: Layout, codec: str, po
                 worker_rss = max(worker_rss, d["rss_mb"])
                 if progress.episodes:
                     progress.episodes(done, len(plan.episodes))
-            group = zarr.open_group(str(partial), mode="r+")
-            group[STATE][:] = state
-            group[ACTION][:] = action
-            for sub in (STATE, ACTION):
-                for p in (partial / sub / "c").rglob("*"):
-                    if p.is_file():
-                        fsync_path(p)
-            p = layout.proprio_slice
-            lowdim_rec = {"lowdim": True, "episodes": metas, "stats": {
-                "state": array_stats(state).model_dump(), "action": array_stats(action).model_dump(),
-                "proprio": array_stats(state[:, p]).model_dump()}}
+            for array, values in ((STATE, state), (ACTION, action)):
+                writable(partial, array)[:] = values
+                fsync_tree(partial / array)
+            lowdim_rec = {"lowdim": True, "episodes": metas, "stats": _lowdim_stats(state, action, layout),
+                          "norm_stats": _default_split_stats(plan, state, action, layout).model_dump()}
             log.append(lowdim_rec)
             del state, action
             timings["episodes"] = time.perf_counter() - t0
@@ -474,7 +535,6 @@ def _convert(src: Path, out: Path, partial: Path, layout: Layout, codec: str, po
                     if progress.verify:
                         progress.verify(done, n_units)
             if problems:
-                shutil.rmtree(partial, ignore_errors=True)
                 raise VerificationFailed(
                     f"{out}: {len(problems)} values differ from the source (e.g. {'; '.join(problems[:3])}); "
                     "the store was not published"
@@ -489,7 +549,8 @@ def _convert(src: Path, out: Path, partial: Path, layout: Layout, codec: str, po
             fcs_format=FORMAT_VERSION, layout=layout, num_episodes=len(plan.episodes), num_frames=plan.num_frames,
             frame_shape=layout.observation.shape, shard_frames=shard_frames,
             lowdim_chunk=int(zarr.open_array(str(partial / STATE), mode="r").chunks[0]),
-            codec=codec_preset(codec), stats=stats, complete=True,
+            codec=codec_preset(plan.codec), stats=stats, complete=True,
+            norm_stats=SplitStats.model_validate(lowdim_rec["norm_stats"]),
             provenance=Provenance(
                 source=plan.source, source_layout=layout.name, fcs_version=_fcs_version(),
                 created=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -497,7 +558,7 @@ def _convert(src: Path, out: Path, partial: Path, layout: Layout, codec: str, po
                 skipped_episodes=skipped,
             ),
         )
-        zarr.open_group(str(partial / "meta"), mode="r+").attrs.update({"episodes": lowdim_rec["episodes"]})
+        zarr.open_group(str(partial / META), mode="r+").attrs.update({EPISODES_ATTR: lowdim_rec["episodes"]})
         root = zarr.open_group(str(partial), mode="r+")
         root.attrs.update({ROOT_ATTR: metadata.model_dump(mode="json")})
         del root.attrs[PARTIAL_ATTR]
@@ -513,13 +574,26 @@ def _convert(src: Path, out: Path, partial: Path, layout: Layout, codec: str, po
     else:
         partial.rename(out)
     return ConversionResult(
-        store=out, report=report, num_episodes=len(plan.episodes), num_frames=plan.num_frames, skipped=skipped,
-        conversions=conversions, resumed_shards=resumed_shards,
+        store=out, report=report, codec=plan.codec, codec_note=codec_note, num_episodes=len(plan.episodes),
+        num_frames=plan.num_frames, skipped=skipped, conversions=conversions, resumed_shards=resumed_shards,
         source_bytes=sum(_dir_bytes(src / f"{i:06d}") for i in plan.episodes), store_bytes=_dir_bytes(out),
         seconds=time.perf_counter() - t_start, peak_rss_main_mb=_peak_rss_mb(), peak_rss_worker_mb=worker_rss,
         idle_rss_worker_mb=idle_rss,
         verified=verified, timings=timings,
     )
+
+
+def _lowdim_stats(state: np.ndarray, action: np.ndarray, layout: Layout) -> dict:
+    return {"state": array_stats(state).model_dump(), "action": array_stats(action).model_dump(),
+            "proprio": array_stats(state[:, layout.proprio_slice]).model_dump()}
+
+
+def _default_split_stats(plan: Plan, state: np.ndarray, action: np.ndarray, layout: Layout) -> SplitStats:
+    """Statistics of the default train split (what `WindowDataset` and `fcs train` use by default)."""
+    train = split_episodes(range(len(plan.episodes)), "train", DEFAULT_SPLIT_RATIO, DEFAULT_SPLIT_SEED)
+    rows = np.concatenate([np.arange(plan.episode_starts[e], plan.episode_ends[e]) for e in train])
+    return SplitStats(split_ratio=DEFAULT_SPLIT_RATIO, seed=DEFAULT_SPLIT_SEED, train_episodes=train.tolist(),
+                      action=array_stats(action[rows]), proprio=array_stats(state[rows][:, layout.proprio_slice]))
 
 
 def _episode_files(src: Path, episode: int) -> dict[str, int]:

@@ -36,6 +36,7 @@ FINDING_KINDS: dict[str, tuple[Severity, str]] = {
     "store-format": ("error", "not an fcs store, or an unsupported format version"),
     "store-shape": ("error", "store arrays disagree with episode_ends"),
     "store-stats": ("error", "normalisation statistics missing or inconsistent"),
+    "store-chunk": ("error", "a chunk is missing, truncated, fails its checksum or does not decode"),
     # warnings: probably wrong, worth a look
     "unlisted-episode-dir": ("warning", "episode directory not listed in the metadata"),
     "out-of-bounds": ("warning", "values outside the layout bounds"),
@@ -48,6 +49,7 @@ FINDING_KINDS: dict[str, tuple[Severity, str]] = {
     "action-alignment": ("warning", "actions match the opposite alignment better than the declared one"),
     "metadata-missing": ("warning", "metadata missing or incomplete; lengths taken from the frames"),
     # info
+    "store-format-old": ("info", "an older store format, readable; rewrite it for checksums"),
     "window-capacity": ("info", "windows the dataset can serve per frameskip"),
     "conversion": ("info", "how the converter will bring the source to the store's conventions"),
 }

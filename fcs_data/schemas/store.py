@@ -1,4 +1,4 @@
-"""`StoreMetadata`: the root attributes of an fcs Zarr store (docs/FORMAT.md, `fcs_format: 1`)."""
+"""`StoreMetadata`: the root attributes of an fcs Zarr store (docs/FORMAT.md)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from fcs_data.format import FORMAT_VERSION, READABLE_FORMATS
+from fcs_data.schemas.codec import Codec
 from fcs_data.schemas.layout import Layout
-
-FORMAT_VERSION = 1
 
 
 class _Model(BaseModel):
@@ -74,13 +74,18 @@ class EpisodeMeta(_Model):
     content_hash: str = Field(description="blake2b-256 of the episode's source files and state/action rows")
 
 
-class Codec(_Model):
-    """How `data/rgb` chunks are encoded (one of the `--codec` presets)."""
+class SplitStats(_Model):
+    """Normalisation statistics of a training split: over the valid, finite steps of its episodes.
 
-    preset: str
-    blosc_cname: str | None = None
-    blosc_clevel: int | None = None
-    blosc_shuffle: Literal["noshuffle", "shuffle", "bitshuffle"] | None = None
+    The converter stores those of the default split (`split_ratio` 0.9, `seed` 42), so a reader
+    with the default split never computes statistics and never writes into the store.
+    """
+
+    split_ratio: float
+    seed: int
+    train_episodes: list[int]
+    action: ArrayStats
+    proprio: ArrayStats
 
 
 class StoreMetadata(_Model):
@@ -98,12 +103,13 @@ class StoreMetadata(_Model):
     codec: Codec
     provenance: Provenance
     stats: StoreStats | None = None
+    norm_stats: SplitStats | None = Field(default=None, description="statistics of the default train split")
     complete: bool = False
 
     @model_validator(mode="after")
     def _version(self) -> StoreMetadata:
-        if self.fcs_format != FORMAT_VERSION:
-            raise ValueError(
-                f"fcs_format {self.fcs_format} is not supported by this fcs (reads format {FORMAT_VERSION})"
-            )
+        if self.fcs_format not in READABLE_FORMATS:
+            newer = " (written by a newer fcs: upgrade fcs)" if self.fcs_format > FORMAT_VERSION else ""
+            raise ValueError(f"fcs_format {self.fcs_format} is not supported by this fcs (reads formats "
+                             f"{', '.join(map(str, READABLE_FORMATS))}){newer}")
         return self

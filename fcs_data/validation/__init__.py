@@ -22,10 +22,14 @@ def validate(
     *,
     episodes: list[int] | None = None,
     workers: int | None = None,
+    quick: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> ValidationReport:
-    """Validate a logger dataset (against `layout`) or an fcs store (which carries its layout)."""
+    """Validate a logger dataset (against `layout`) or an fcs store (which carries its layout).
+
+    `quick` (stores only) checks metadata and shapes but skips decoding and checksumming every chunk.
+    """
     path = Path(path)
     if _looks_like_store(path):
-        return validate_store(path, progress=progress)
+        return validate_store(path, quick=quick, progress=progress)
     return validate_source(path, get_layout(layout), episodes=episodes, workers=workers, progress=progress)

@@ -209,6 +209,15 @@ class FrameScan:
         self.frozen: list[int] = []
         self.bad_values: list[int] = []
         self._prev: np.ndarray | None = None
+        self._next = 0
+
+    def follows(self, start: int) -> bool:
+        """Whether a block starting at `start` continues the last one (no frames skipped)."""
+        return start == self._next
+
+    def gap(self) -> None:
+        """Frames were skipped (unreadable): the next block is not compared with the last frame seen."""
+        self._prev = None
 
     def update(self, start: int, block: np.ndarray) -> None:
         flat = block.reshape(len(block), -1)
@@ -227,6 +236,7 @@ class FrameScan:
                     == memoryview(np.ascontiguousarray(prev)).cast("B")):
                 self.frozen.append(t)
         self._prev = block[-1].copy()
+        self._next = start + len(block)
 
     def findings(self, episode: int, file: str) -> list[Finding]:
         out = []

@@ -11,10 +11,10 @@ import numpy as np
 import torch
 
 from fcs_data._pool import WorkerPool
-from fcs_data.converters.conventions import conversion_notes
-from fcs_data.converters.sources import LoggerSource, PerStepH5Source, file_finding
 from fcs_data.errors import FcsError, SourceError
 from fcs_data.schemas import EpisodeEntry, Finding, Layout, ValidationReport
+from fcs_data.sources import PerStepH5Source, file_finding, open_source
+from fcs_data.sources.conventions import conversion_notes
 from fcs_data.validation import checks
 from fcs_data.window_index import windows_per_episode
 
@@ -60,11 +60,16 @@ def check_episode(root: str, layout_json: str, index: int, length: int | None, l
     """All findings of one episode. Runs in a worker process; memory is one block of frames."""
     layout = Layout.model_validate_json(layout_json)
     entry = EpisodeEntry(index=index, directory=f"{index:06d}", length=length)
-    src = LoggerSource.open(root, layout)
+    src = open_source(root, layout)
     i = entry.index
     res = EpisodeResult(i)
     if not (src.root / entry.directory).is_dir():
         return res  # reported by the scan
+    params = src.params_path(i)
+    try:
+        src.read_params(i)  # the converter opens it with the same safe loader
+    except (FcsError, OSError) as e:
+        res.findings.append(file_finding(e, params, src.root, episode=i))
     rel = str(src.frames_path(i).relative_to(src.root))
     try:
         frames = src.open_frames(i)
@@ -177,7 +182,7 @@ def validate_source(
     t0 = time.perf_counter()
     report = ValidationReport(path=str(path), kind="source", layout=layout.name)
     try:
-        src = LoggerSource.open(path, layout)
+        src = open_source(path, layout)
     except SourceError as e:
         report.add(Finding.make("missing-file", str(e), file=str(path)))
         return report

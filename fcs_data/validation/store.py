@@ -1,5 +1,7 @@
-"""Validation of an fcs store: format, shapes against `episode_ends`, every frame decodes, NaN,
-the layout's field checks on the stored arrays, and statistics recomputed and compared."""
+"""Validation of an fcs store: format and shapes (what opening it checks), then a data pass that
+decodes and checksums every chunk of every array, runs the layout's field checks on the stored
+arrays, and recomputes the statistics. Every damaged or missing chunk is reported with its file and
+the episodes and frames it holds; `quick` stops before the data pass."""
 
 from __future__ import annotations
 
@@ -8,12 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import zarr
 
-from fcs_data.converters.zarr_store import ACTION, RGB, STATE, shard_file
-from fcs_data.errors import StoreError
+from fcs_data.errors import StoreDataError, StoreError
+from fcs_data.format import FORMAT_VERSION
 from fcs_data.schemas import Finding, ValidationReport
-from fcs_data.schemas.store import ArrayStats, StoreMetadata
+from fcs_data.schemas.store import ArrayStats
 from fcs_data.stats import array_stats, channel_histogram, image_stats
 from fcs_data.store import Store, read_metadata
 from fcs_data.validation import checks
@@ -34,33 +35,80 @@ def _compare_stats(name: str, stored: ArrayStats, actual: ArrayStats) -> list[Fi
     return [Finding.make("store-stats", f"stats.{name} {', '.join(bad)} differ from the arrays", field=name)]
 
 
-def _shapes(path: Path, meta: StoreMetadata, ends: np.ndarray) -> list[Finding]:
-    out = []
-    total = int(ends[-1]) if len(ends) else 0
-    if len(ends) != meta.num_episodes:
-        out.append(Finding.make("store-shape", f"episode_ends has {len(ends)} entries, metadata says "
-                                               f"{meta.num_episodes} episodes", field="meta/episode_ends"))
-    if len(ends) and (np.any(np.diff(ends) <= 0) or ends[0] <= 0):
-        out.append(Finding.make("store-shape", "episode_ends is not strictly increasing", field="meta/episode_ends"))
-    if total != meta.num_frames:
-        out.append(Finding.make("store-shape", f"episode_ends ends at {total}, metadata says {meta.num_frames} frames",
-                                field="meta/episode_ends"))
-    expected = {RGB: (total, *meta.frame_shape), STATE: (total, meta.layout.state_dim),
-                ACTION: (total, meta.layout.action_dim)}
-    for name, shape in expected.items():
+class _Damage:
+    """Damaged chunks found by the data pass, reported per (file, problem, episode)."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.rows: dict[tuple[str, str, str], set[int]] = {}
+
+    def add(self, err: StoreDataError) -> None:
+        self.rows.setdefault((err.array, err.file, err.problem), set()).update(range(*err.rows))
+
+    def bad_rows(self, array: str) -> np.ndarray:
+        rows = [r for (a, _, _), rs in self.rows.items() if a == array for r in rs]
+        return np.asarray(sorted(rows), np.int64)
+
+    def findings(self) -> list[Finding]:
+        out = []
+        starts, ends = self.store.episode_starts, self.store.episode_ends
+        for (array, file, problem), rows in sorted(self.rows.items()):
+            g = np.asarray(sorted(rows), np.int64)
+            episodes = np.searchsorted(ends, g, side="right")
+            for e in np.unique(episodes).tolist():
+                local = (g[episodes == e] - starts[e]).tolist()
+                span = f"frame {local[0]}" if len(local) == 1 else f"frames {local[0]}..{local[-1]}"
+                out.append(Finding.make("store-chunk", f"{file}: {problem} ({array}, {span})", episode=int(e),
+                                        file=file, field=array, steps=local))
+        return out
+
+
+def _read_rows(store: Store, name: str, a: int, b: int, damage: _Damage) -> np.ndarray | None:
+    try:
+        return store.read_rows(name, a, b)
+    except StoreDataError as e:
+        damage.add(e)
+        return None
+
+
+def _scan_lowdim(store: Store, damage: _Damage) -> None:
+    """Checksum every chunk of the low-dimensional arrays."""
+    for name in ("state", "action"):
+        reader = store.reader(name)
+        for k in range(reader.num_chunks):
+            try:
+                reader.check(k)
+            except StoreDataError as e:
+                damage.add(e)
+
+
+def _episode_frames(store: Store, a: int, b: int, scan: checks.FrameScan, hist: np.ndarray, damage: _Damage,
+                    block: int) -> None:
+    """Read frames `[a, b)` block by block; a block that fails is read frame by frame to find each bad chunk."""
+    for s in range(a, b, block):
+        ids = np.arange(s, min(s + block, b))
         try:
-            actual = tuple(zarr.open_array(str(path / name), mode="r").shape)
-        except (FileNotFoundError, KeyError, ValueError) as e:
-            out.append(Finding.make("store-shape", f"{name} cannot be opened ({e})", field=name, file=name))
+            frames = store.read_frames(ids)
+        except StoreDataError:
+            good = []
+            for g in ids.tolist():
+                try:
+                    good.append((g, store.read_frames(np.array([g]))[0]))
+                except StoreDataError as e:
+                    damage.add(e)
+            for g, frame in good:
+                if not scan.follows(g - a):
+                    scan.gap()
+                hist += channel_histogram(frame[None])
+                scan.update(g - a, frame[None])
             continue
-        if actual != shape:
-            out.append(Finding.make("store-shape", f"{name} has shape {actual}, expected {shape}", field=name,
-                                    file=name))
-    return out
+        hist += channel_histogram(frames)
+        scan.update(s - a, frames)
 
 
-def validate_store(path: str | Path, *, progress: Callable[[int, int], None] | None = None) -> ValidationReport:
-    """Check an fcs store; never raises for problems in the store."""
+def validate_store(path: str | Path, *, quick: bool = False,
+                   progress: Callable[[int, int], None] | None = None) -> ValidationReport:
+    """Check an fcs store; never raises for problems in the store. `quick` skips the data pass."""
     t0 = time.perf_counter()
     path = Path(path)
     report = ValidationReport(path=str(path), kind="store", layout="?")
@@ -68,56 +116,57 @@ def validate_store(path: str | Path, *, progress: Callable[[int, int], None] | N
         meta = read_metadata(path)
         if not meta.complete:
             raise StoreError(f"{path}: the store is marked incomplete")
-        store = Store(path)
     except StoreError as e:
         report.add(Finding.make("store-format", str(e), file="zarr.json"))
         return report
     report.layout = meta.layout.name
-    report.num_episodes = store.num_episodes
-    for f in _shapes(path, meta, store.episode_ends):
-        report.add(f)
-    if report.has_errors:
+    if meta.fcs_format < FORMAT_VERSION:
+        report.add(Finding.make(
+            "store-format-old", f"fcs_format {meta.fcs_format}: chunks carry no checksums and all-black shards may be "
+            f"missing; rewrite it as format {FORMAT_VERSION} with `fcs convert {meta.provenance.source} -o NEW.zarr`",
+            file="zarr.json"))
+    try:
+        store = Store(path)
+        if len(store.episode_meta) != store.num_episodes:
+            raise StoreError(f"{path}: meta has {len(store.episode_meta)} episode records for "
+                             f"{store.num_episodes} episodes")
+    except StoreError as e:
+        report.add(Finding.make("store-shape", str(e)))
         return report
+    report.num_episodes = store.num_episodes
+    report.num_frames = store.num_frames
+    report.episodes_checked = list(range(store.num_episodes))
+    report.episode_lengths = {i: int(n) for i, n in enumerate(store.episode_lengths)}
     if meta.stats is None:
         report.add(Finding.make("store-stats", "the store has no normalisation statistics"))
-    if len(store.episode_meta) != store.num_episodes:
-        report.add(Finding.make("store-shape", f"meta has {len(store.episode_meta)} episode records for "
-                                               f"{store.num_episodes} episodes", field="meta/episodes"))
-    missing = [k for k in range(-(-store.num_frames // meta.shard_frames)) if not shard_file(path, k).exists()]
-    if missing:
-        report.add(Finding.make("store-shape", f"{len(missing)} frame shards are missing (first: {missing[:5]})",
-                                field=RGB, file=str(shard_file(path, missing[0]).relative_to(path))))
+    if quick:
+        report.elapsed_s = time.perf_counter() - t0
+        return report
 
+    damage = _Damage(store)
+    _scan_lowdim(store, damage)
     forward = meta.layout.model_copy(update={"action_alignment": "forward"})
     hist = np.zeros((3, 256), np.int64)
     states, actions = [], []
     for i in range(store.num_episodes):
         a, b = int(store.episode_starts[i]), int(store.episode_ends[i])
-        state, action = store.read_rows("state", a, b), store.read_rows("action", a, b)
-        states.append(state)
-        actions.append(action)
-        for f in checks.lowdim(forward, i, state, action):
-            report.add(f)
+        state, action = _read_rows(store, "state", a, b, damage), _read_rows(store, "action", a, b, damage)
         moving = np.zeros(b - a, bool)
-        moving[1:] = (np.abs(np.diff(state, axis=0)) > 1e-7).any(axis=1)
+        if state is not None and action is not None:
+            states.append(state)
+            actions.append(action)
+            for f in checks.lowdim(forward, i, state, action):
+                report.add(f)
+            moving[1:] = (np.abs(np.diff(state, axis=0)) > 1e-7).any(axis=1)
         scan = checks.FrameScan(moving, integral=False)
-        for s in range(a, b, meta.shard_frames):
-            try:
-                block = store.read_frames(np.arange(s, min(s + meta.shard_frames, b)))
-            except (OSError, ValueError, RuntimeError) as e:
-                report.add(Finding.make("store-shape", f"frames {s}..{min(s + meta.shard_frames, b) - 1} do not "
-                                                       f"decode: {e}", episode=i, field=RGB))
-                break
-            hist += channel_histogram(block)
-            scan.update(s - a, block)
-        for f in scan.findings(i, RGB):
+        _episode_frames(store, a, b, scan, hist, damage, meta.shard_frames)
+        for f in scan.findings(i, "data/rgb"):
             report.add(f)
         if progress:
             progress(i + 1, store.num_episodes)
-    report.episodes_checked = list(range(store.num_episodes))
-    report.episode_lengths = {i: int(n) for i, n in enumerate(store.episode_lengths)}
-    report.num_frames = store.num_frames
-    if meta.stats is not None and store.num_frames:
+    for f in damage.findings():
+        report.add(f)
+    if meta.stats is not None and store.num_frames and not damage.rows:
         state, action = np.concatenate(states), np.concatenate(actions)
         actual = {"state": array_stats(state), "action": array_stats(action),
                   "proprio": array_stats(state[:, meta.layout.proprio_slice])}

@@ -1,0 +1,29 @@
+"""Readers of logger datasets, one per `Layout.sources.kind`, shared by validation and conversion.
+
+A source reader finds what is on disk (`scan` -> `SourceManifest` plus structural findings) and
+reads one episode at a time: low-dimensional arrays for the valid steps only, and the frame tensor
+memory-mapped so that a block of frames costs only its own pages. Readers report what they find;
+the validator judges it and the converter brings it to the store's conventions (`conventions`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fcs_data.errors import SourceError
+from fcs_data.schemas import Layout
+from fcs_data.sources.base import LoggerSource, ScanResult, file_finding
+from fcs_data.sources.global_pth import GlobalPthSource
+from fcs_data.sources.per_step_h5 import PerStepH5Source
+
+__all__ = ["GlobalPthSource", "LoggerSource", "PerStepH5Source", "ScanResult", "file_finding", "open_source"]
+
+
+def open_source(root: str | Path, layout: Layout) -> LoggerSource:
+    """The reader for `layout.sources.kind` over the dataset at `root`."""
+    kind = layout.sources.kind
+    if kind == "global_pth":
+        return GlobalPthSource(root, layout)
+    if kind == "per_step_h5":
+        return PerStepH5Source(root, layout)
+    raise SourceError(f"no reader for source kind {kind!r}")

@@ -1,0 +1,64 @@
+"""The v1 logger: `states.pth (N, T_max, S)` and `actions.pth (N, T_max, A)` at the dataset root."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fcs_data.errors import FcsError
+from fcs_data.safe_io import load_tensor
+from fcs_data.schemas import Finding, SourceManifest
+from fcs_data.sources.base import LoggerSource, file_finding
+
+
+class GlobalPthSource(LoggerSource):
+    """v1 logger: `states.pth (N, T_max, S)` and `actions.pth (N, T_max, A)` at the root."""
+
+    _states: torch.Tensor | None = None
+    _actions: torch.Tensor | None = None
+
+    def _tensor(self, name: str) -> torch.Tensor:
+        return load_tensor(self.root / name, mmap=True)
+
+    def _scan_kind(self, manifest: SourceManifest, findings: list[Finding]) -> None:
+        n = manifest.num_episodes
+        for name, dim, code, what in (
+            (self.layout.sources.states_file, self.layout.state_dim, "state-dim", "state"),
+            (self.layout.sources.actions_file, self.layout.action_dim, "action-dim", "action"),
+        ):
+            try:
+                t = self._tensor(name)
+            except (FcsError, OSError) as e:
+                findings.append(file_finding(e, self.root / name, self.root))
+                continue
+            if t.ndim != 3:
+                findings.append(Finding.make(code, f"{name} has shape {tuple(t.shape)}, expected (N, T_max, {dim})",
+                                             file=name, field=what))
+                continue
+            if t.shape[2] != dim:
+                findings.append(Finding.make(
+                    code, f"{name}: {what} dimension is {t.shape[2]}, layout {self.layout.name} says {dim}",
+                    file=name, field=what,
+                ))
+            if t.shape[0] != n:
+                findings.append(Finding.make(
+                    "row-count", f"{name} has {t.shape[0]} rows for {n} episodes", file=name, field=what,
+                ))
+            for e in manifest.episodes:
+                if e.length is not None and e.length > t.shape[1]:
+                    findings.append(Finding.make(
+                        "length-exceeds-tmax",
+                        f"metadata length {e.length} exceeds T_max {t.shape[1]} of {name}",
+                        episode=e.index, file=name,
+                    ))
+            if not t.dtype.is_floating_point:
+                findings.append(Finding.make(code, f"{name} has dtype {t.dtype}, expected float32", file=name))
+
+    def read_lowdim(self, episode: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._states is None:
+            self._states = self._tensor(self.layout.sources.states_file)
+            self._actions = self._tensor(self.layout.sources.actions_file)
+        assert self._actions is not None
+        state = self._states[episode, :length].to(torch.float32).numpy().copy()
+        action = self._actions[episode, :length].to(torch.float32).numpy().copy()
+        return state, action
