@@ -84,3 +84,41 @@ def set_rng_state(state: dict[str, Any]) -> None:
     if state.get("python"):
         version, internal, gauss = state["python"]
         random.setstate((version, tuple(internal), gauss))
+
+
+def load_world_model(path: str | Path, device: str | torch.device = "cpu"):
+    """`(model in eval mode, checkpoint dict)` from an fcs checkpoint: every saved part loaded strictly.
+
+    A checkpoint without the encoder (imported from a reference run whose encoder was frozen) takes
+    it from `model.encoder.weights` of its config when that file exists, else the encoder stays random
+    and a `RandomEncoderWarning` says so.
+    """
+    import warnings
+
+    from fcs_train.config import ModelConfig
+    from fcs_train.models import RandomEncoderWarning, build_model
+
+    ckpt = load_checkpoint(path)
+    cfg = ModelConfig.model_validate(ckpt["model_config"])
+    dims = ckpt["dims"]
+    weights = cfg.encoder.weights
+    if "encoder" in ckpt["model"] or (weights is not None and not Path(weights).is_file()):
+        cfg = cfg.model_copy(update={"encoder": cfg.encoder.model_copy(update={"weights": None})})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = build_model(cfg, proprio_dim=dims["proprio_dim"], action_dim=dims["action_dim"],
+                            num_hist=dims["num_hist"], num_pred=dims.get("num_pred", 1), frameskip=dims["frameskip"])
+    for name, sd in ckpt["model"].items():
+        part = getattr(model, name, None)
+        if part is None:
+            raise CheckpointError(f"{path}: part {name!r} is not in the model its config describes")
+        try:
+            part.load_state_dict(sd, strict=True)
+        except RuntimeError as e:
+            raise CheckpointError(f"{path}: part {name!r} does not load: {str(e).splitlines()[0]}") from None
+    if "encoder" not in ckpt["model"]:
+        for w in caught:
+            if issubclass(w.category, RandomEncoderWarning):
+                warnings.warn(f"{path} holds no encoder and model.encoder.weights is not a file: the encoder is "
+                              "RANDOM", RandomEncoderWarning, stacklevel=2)
+    return model.to(device).eval(), ckpt

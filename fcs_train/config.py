@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Section(BaseModel):
@@ -47,13 +47,39 @@ class PredictorConfig(_Section):
     emb_dropout: float = Field(default=0.0, ge=0, lt=1)
 
 
+DecoderSchedule = Literal["joint", "subset", "every_n", "off"]
+
+
 class DecoderConfig(_Section):
+    """The VQ-VAE-style decoder, and how much of each training step it gets.
+
+    The decoder learns from detached embeddings, so the schedule never changes what the world model
+    learns (tests check the predictor's weights bit for bit); it only changes how fast the decoder
+    learns and how fast a step is:
+
+    - `joint`: every frame of every window reconstructed, and predictions decoded, in every step
+      (the reference's step, for exact comparison).
+    - `subset` (default): the reconstruction loss on `subset_frames` frames per window, drawn from a
+      generator of their own; predictions are decoded only when their loss is logged (validation).
+    - `every_n`: the reconstruction loss on every frame, in one training step of `every_n`.
+    - `off`: no decoding while training; `fcs train-decoder RUN` trains the decoder afterwards on the
+      frozen encoder's embeddings (until then no images or image metrics are reported).
+    """
+
     enabled: bool = True
     channel: int = Field(default=384, ge=2)
     n_res_block: int = Field(default=4, ge=0)
     n_res_channel: int = Field(default=128, ge=1)
     n_embed: int = Field(default=2048, ge=1)
     quantize: bool = False
+    schedule: DecoderSchedule = "subset"
+    subset_frames: int = Field(default=1, ge=1, description="frames per window reconstructed (schedule subset)")
+    every_n: int = Field(default=4, ge=1, description="one decoder step every n training steps (schedule every_n)")
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        return "off" if value is False else value  # YAML reads a bare `off` as false
 
 
 class ModelConfig(_Section):
@@ -98,6 +124,8 @@ class TrainSection(_Section):
     num_rollouts: int = Field(default=10, ge=0)
     checkpoint_every_epochs: int = Field(default=1, ge=1)
     init_from: Path | None = Field(default=None, description="fcs checkpoint whose model weights start the run")
+    init_optimizers: bool = Field(default=False, description="with init_from: also continue its optimizer states "
+                                                             "and epoch count (fcs train --resume-from-reference)")
     loader_timeout: float = Field(default=300.0, ge=0, description="seconds to wait for a batch (0: forever)")
 
 
@@ -109,6 +137,8 @@ class LogConfig(_Section):
     wandb: bool = False
     wandb_project: str = "fcs"
     print_every_steps: int = Field(default=10, ge=1)
+    every_steps: int = Field(default=10, ge=1, description="read the training losses from the device (one sync) "
+                                                           "and record them every k steps")
 
 
 class TrainConfig(_Section):

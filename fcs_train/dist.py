@@ -70,3 +70,12 @@ def mean_across(values: dict[str, float], info: DistInfo, weight: float = 1.0) -
 def barrier(info: DistInfo) -> None:
     if info.distributed:
         dist.barrier()
+
+
+def mean_tensor(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """The mean of a tensor over all processes (itself with one process); one collective, on its device."""
+    if not info.distributed:
+        return values
+    out = values.detach().to(info.device if info.device.type == "cuda" else "cpu", torch.float64).clone()
+    dist.all_reduce(out)
+    return out / info.world_size

@@ -35,7 +35,8 @@ def save_prediction_grid(path: Path, visual: torch.Tensor, pred: torch.Tensor | 
 def plot_losses(path: Path, train: list[dict], val: list[dict],
                 components: tuple[str, ...] = ("z_visual_loss", "z_proprio_loss", "decoder_recon_loss_reconstructed")
                 ) -> Path:
-    """Loss curves: the total loss (train per logged step, val per epoch) and its components."""
+    """Loss curves: the total loss (train per step, val per epoch) and its components, with the
+    copy-last-frame baseline of the validation z losses as dashed lines."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     ax = axes[0]
     if train:
@@ -46,10 +47,15 @@ def plot_losses(path: Path, train: list[dict], val: list[dict],
     ax.legend()
     ax = axes[1]
     for name in components:
-        if train and name in train[0]:
-            ax.plot([r["step"] for r in train], [r[name] for r in train], lw=1, label=f"train {name}")
+        steps = [r for r in train if name in r]
+        if steps:
+            ax.plot([r["step"] for r in steps], [r[name] for r in steps], lw=1, label=f"train {name}")
         if val and name in val[0]:
-            ax.plot([r["step"] for r in val], [r[name] for r in val], "o--", label=f"val {name}")
+            ax.plot([r["step"] for r in val], [r[name] for r in val], "o-", label=f"val {name}")
+        copy = f"{name}_copy"
+        if val and copy in val[0]:  # the trivial predictor that repeats the last context frame
+            ax.plot([r["step"] for r in val], [r[copy] for r in val], "--", color="grey", lw=1,
+                    label=f"val {name}, copy last frame")
     ax.set(xlabel="optimiser step", yscale="log", title="components")
     ax.legend(fontsize=7)
     path.parent.mkdir(parents=True, exist_ok=True)

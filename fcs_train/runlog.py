@@ -25,7 +25,8 @@ from fcs_train.config import TrainConfig
 from fcs_train.plots import plot_losses
 
 EPOCH_COLUMNS = (  # key in the epoch row, column title
-    ("loss", "train"), ("val_loss", "val"), ("val_z_visual_err_pred", "z err"), ("val_pred_ssim", "SSIM"),
+    ("loss", "train"), ("val_loss", "val"), ("val_z_visual_loss", "z vis"), ("val_z_visual_loss_copy", "copy"),
+    ("val_z_visual_skill", "skill"), ("val_z_proprio_skill", "p skill"), ("val_pred_ssim", "SSIM"),
     ("val_pred_psnr", "PSNR"), ("val_z_visual_err_rollout", "rollout"), ("data_wait", "wait"), ("seconds", "s"),
 )
 
@@ -128,11 +129,27 @@ class RunLog:
         self._progress.start()
         self._task = self._progress.add_task("train", total=total_steps, completed=done, stats="")
 
+    def advance(self, done: int) -> None:
+        """The step count, every step (no loss: reading it would wait for the device)."""
+        if self._progress is not None:
+            self._progress.update(self._task, completed=done)
+
     def update(self, done: int, stats: dict[str, float]) -> None:
+        """Losses and rates, each time they are read from the device (`log.every_steps`)."""
         if self._progress is not None:
             text = (f"loss {stats['loss']:.4f}  {stats['steps_per_s']:.2f} steps/s  "
                     f"{stats['samples_per_s']:.1f} samples/s  data wait {100 * stats['data_wait']:.0f}%")
             self._progress.update(self._task, completed=done, stats=text)
+
+    def profile(self, seconds: dict[str, float], step: int) -> None:
+        """Where a training step's time went (shares of the step), on the console and in metrics.jsonl."""
+        if not self.enabled:
+            return
+        total = sum(seconds.values())
+        shares = ", ".join(f"{name} {100 * v / total:.0f}%" for name, v in seconds.items())
+        self.console.print(f"where a training step's time went ({total:.3g} s per step): {shares}")
+        self.record("profile", {"step": step, **{f"{k.replace(' ', '_')}_s": v for k, v in seconds.items()},
+                                "step_s": total})
 
     def end_epoch(self) -> None:
         if self._progress is not None:
@@ -149,6 +166,8 @@ class RunLog:
                 cells.append(f"{100 * v:.0f}%")
             elif v is not None and key == "seconds":
                 cells.append(f"{v:.0f}")
+            elif v is not None and key.endswith("_skill"):
+                cells.append(f"{v:+.2f}")
             else:
                 cells.append(_fmt(v))
         return cells
@@ -169,17 +188,22 @@ class RunLog:
                         [r for r in self.train_history if math.isfinite(r.get("loss", math.nan))], self.val_history)
 
     def final_table(self) -> None:
-        """All epochs of this session: train/val loss, val z error of the predicted frame, SSIM and
-        PSNR of decoded predictions, open-loop rollout z error, data-wait share, seconds."""
+        """All epochs of this session: train/val loss; the validation z_visual_loss, the same loss of the
+        copy-last-frame predictor and the skill 1 - loss / copy (visual and proprio); SSIM and PSNR of
+        decoded predictions; open-loop rollout z error; data-wait share; seconds."""
         if not self.enabled or not self.epochs:
             return
-        table = Table(title=f"{self.run_dir}: losses, val z error and image metrics of predictions",
-                      title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-        for title in ("epoch", "step", *(t for _, t in EPOCH_COLUMNS)):
-            table.add_column(title, justify="right", no_wrap=True)
-        for r in self.epochs:
-            table.add_row(str(r["epoch"]), str(r["step"]), *self._cells(r))
-        self.console.print(table)
+        rows = [(str(r["epoch"]), str(r["step"]), *self._cells(r)) for r in self.epochs]
+        titles = ("epoch", "step", *(t for _, t in EPOCH_COLUMNS))
+        keep = [i for i in range(len(titles)) if i < 2 or any(row[i] != "-" for row in rows)]  # no empty columns
+        table = Table(title=f"{self.run_dir}: losses, validation z loss against copying the last frame, image "
+                            "metrics of predictions", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        for i in keep:  # never squeezed into ellipses: a narrow terminal gets a wide table
+            table.add_column(titles[i], justify="right", no_wrap=True,
+                             min_width=max(len(titles[i]), *(len(row[i]) for row in rows)))
+        for row in rows:
+            table.add_row(*(row[i] for i in keep))
+        self.console.print(table, crop=False)
 
     def close(self) -> None:
         self.end_epoch()

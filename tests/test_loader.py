@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -68,7 +67,6 @@ def _open_fds() -> int:
 def test_soak_thousands_of_windows_with_two_workers_in_bounded_time_without_fd_leaks(store: Path) -> None:
     ds = WindowDataset(store, num_hist=1, frameskip=1, split="all")
     before = _open_fds()
-    t0 = time.monotonic()
     seen = 0
     for persistent, epochs in ((True, 10), (False, 2)):
         loader = make_loader(ds, batch_size=16, seed=1, num_workers=2, multiprocessing_context="fork",
@@ -78,6 +76,5 @@ def test_soak_thousands_of_windows_with_two_workers_in_bounded_time_without_fd_l
                 seen += len(batch["episode"])
         del loader, batch
     gc.collect()
-    assert seen >= 2000
-    assert time.monotonic() - t0 < 120, "a stuck worker would hit the 60 s DataLoader timeout first"
+    assert seen >= 2000  # a stuck worker would hit the 60 s DataLoader timeout and fail the loop
     assert _open_fds() <= before

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -18,11 +21,12 @@ from typer.testing import CliRunner
 from fcs.cli import app
 from fcs_data.converters.to_zarr import convert_to_zarr
 from fcs_data.errors import NonFiniteDataError
+from fcs_data.loader import collate_windows
 from fcs_data.synth import synthesize
 from fcs_data.windows import WindowDataset
 from fcs_train.checkpoint import load_checkpoint
 from fcs_train.config import load_config
-from fcs_train.trainer import Trainer, TrainError
+from fcs_train.trainer import NonFiniteLoss, Trainer, TrainError
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +88,9 @@ def test_validation_runs_without_gradients_in_eval_mode(store: Path, tmp_path: P
     seen = []
     forward = trainer.model.forward
 
-    def spy(obs, act):
+    def spy(obs, act, **kwargs):
         seen.append((torch.is_grad_enabled(), trainer.model.training, trainer.model.predictor.training))
-        return forward(obs, act)
+        return forward(obs, act, **kwargs)
 
     monkeypatch.setattr(trainer.model, "forward", spy)
     metrics = trainer.validate()
@@ -153,23 +157,87 @@ def test_a_stuck_worker_hits_the_timeout_and_is_named(store: Path, tmp_path: Pat
     assert time.monotonic() - t0 < 25
 
 
-def test_ctrl_c_writes_a_checkpoint_first(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    trainer = Trainer(config(store, tmp_path / "c"), show_progress=False)
-    step = trainer._optimizer_step
+def _interrupt_in_step(monkeypatch: pytest.MonkeyPatch, trainer: Trainer, step: int) -> None:
+    """Ctrl-C inside optimizer step `step`: after its forward and backward drew their dropout masks."""
+    real = trainer._optimizer_step
     calls = []
 
-    def interrupt_on_third() -> None:
+    def interrupt() -> None:
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == step:
             raise KeyboardInterrupt
-        step()
+        real()
 
-    monkeypatch.setattr(trainer, "_optimizer_step", interrupt_on_third)
+    monkeypatch.setattr(trainer, "_optimizer_step", interrupt)
+
+
+def test_ctrl_c_writes_a_checkpoint_first(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    trainer = Trainer(config(store, tmp_path / "c"), show_progress=False)
+    _interrupt_in_step(monkeypatch, trainer, 3)
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()
     trainer.close()
     ckpt = load_checkpoint(tmp_path / "c" / "checkpoints" / "latest.pt")
     assert ckpt["global_step"] == 2 and ckpt["step_in_epoch"] == 2
+    assert [r["step"] for r in map(json.loads, (tmp_path / "c" / "metrics.jsonl").read_text().splitlines())] == [1, 2]
+
+
+@pytest.mark.parametrize("accum", [1, 2])
+def test_ctrl_c_mid_step_with_dropout_resumes_to_the_uninterrupted_weights(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, accum: int
+) -> None:
+    sets = {"train.max_steps": 6, "train.grad_accum": accum, "model.predictor.dropout": 0.1}
+    one_go, _ = run(config(store, tmp_path / "a", **sets))
+    trainer = Trainer(config(store, tmp_path / "b", **sets), show_progress=False)
+    _interrupt_in_step(monkeypatch, trainer, 4)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    trainer.close()
+    resumed, _ = run(config(store, tmp_path / "b", **sets), resume=True)
+    a, b = weights(one_go), weights(resumed)
+    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differ, f"{len(differ)} tensors differ, e.g. {differ[:3]}"
+
+
+def test_a_nan_validation_loss_stops_naming_the_windows(store: Path, tmp_path: Path) -> None:
+    from fcs_data.splits import split_episodes
+    from fcs_data.store import open_store
+
+    bad = Path(shutil.copytree(store, tmp_path / "glitch.zarr"))
+    s = open_store(bad)
+    (val_episode,) = split_episodes(range(s.num_episodes), "val", 0.9, 42).tolist()
+    row = int(s.episode_starts[val_episode]) + 10
+    arr = zarr.open_array(str(bad / "data" / "state"), mode="r+")
+    values = arr[row]
+    values[0] = 1e38  # finite in the store; its normalised proprio overflows to inf in the model
+    arr[row] = values
+    with pytest.raises(NonFiniteLoss, match=rf"validation loss is not finite.*\({val_episode}, \d+\)") as info:
+        run(config(bad, tmp_path / "v", **{"train.max_steps": 2}))
+    listed = {int(m) for m in re.findall(rf"\({val_episode}, (\d+)\)", str(info.value))}
+    assert listed and all(start <= 10 <= start + 2 * 2 for start in listed), "only windows holding the glitch"
+    assert not (tmp_path / "v" / "checkpoints" / "best.pt").exists()
+    res = CliRunner().invoke(app, ["train", "--preset", "tiny", "--set", f"data.store={bad}", "--set",
+                                   f"train.run_dir={tmp_path / 'cli'}", "--set", "train.max_steps=2", "--set",
+                                   "data.num_workers=0", "--set", "data.num_hist=2", "--set", "data.frameskip=2",
+                                   "--no-progress"])
+    assert res.exit_code == 1 and "validation loss is not finite" in res.output and "Traceback" not in res.output
+
+
+def test_validation_reports_the_copy_last_frame_baseline_and_skill(store: Path, tmp_path: Path) -> None:
+    trainer, summary = run(config(store, tmp_path / "base", **{"train.max_steps": 6}))
+    val = summary.val_history[-1]
+    assert {"z_visual_loss_copy", "z_proprio_loss_copy", "z_visual_skill", "z_proprio_skill"} <= set(val)
+    assert val["z_visual_skill"] == pytest.approx(1 - val["z_visual_loss"] / val["z_visual_loss_copy"])
+    model = trainer.model.eval()
+    batch = collate_windows([trainer.val_ds[i] for i in range(len(trainer.val_ds))])
+    obs, act = trainer._inputs(batch)
+    with torch.no_grad():
+        z = model.encode(obs, act)
+    visual = z[..., : -(model.proprio_emb_dim + model.action_emb_dim)]
+    copy = float(((visual[:, :2] - visual[:, 1:]) ** 2).mean())  # frame t as the prediction of frame t + 1
+    assert val["z_visual_loss_copy"] == pytest.approx(copy, rel=1e-4)
+    table = (tmp_path / "base" / "epochs.log").read_text()
+    assert "val_z_visual_skill" in table
 
 
 def test_init_from_a_checkpoint_and_refusing_a_foreign_resume(store: Path, tmp_path: Path) -> None:
@@ -211,7 +279,8 @@ def _ddp_rank(rank: int, port: int, store: str, run_dir: str, out: str) -> None:
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                        "LOCAL_RANK": str(rank), "WORLD_SIZE": "2"})
     torch.set_num_threads(1)
-    cfg = config(Path(store), Path(run_dir), **{"train.max_steps": 3, "model.predictor.dropout": 0.0})
+    cfg = config(Path(store), Path(run_dir), **{"train.max_steps": 3, "model.predictor.dropout": 0.0,
+                                                 "model.decoder.schedule": "joint"})
     trainer = Trainer(cfg, show_progress=False)
     summary = trainer.fit()
     torch.save({"weights": {k: v.detach().clone() for k, v in trainer.model.state_dict().items()},
@@ -225,8 +294,141 @@ def test_two_gloo_processes_match_one_process_with_the_global_batch(store: Path,
     for k, v in r0["weights"].items():
         assert torch.equal(v, r1["weights"][k]), f"ranks differ at {k}"
     single, summary = run(config(store, tmp_path / "single", **{"train.max_steps": 3, "train.batch_size": 8,
-                                                                 "model.predictor.dropout": 0.0}))
+                                                                 "model.predictor.dropout": 0.0,
+                                                                 "model.decoder.schedule": "joint"}))
     assert len(r0["losses"]) == 3
     np.testing.assert_allclose(r0["losses"], [r["loss"] for r in summary.train_history], rtol=1e-5)
     for k, v in weights(single).items():
         torch.testing.assert_close(r0["weights"][k], v, rtol=1e-4, atol=1e-6, msg=k)
+
+
+def _ddp_resume_rank(rank: int, port: int, store: str, run_dir: str, out: str, steps: int, resume: bool) -> None:
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                       "LOCAL_RANK": str(rank), "WORLD_SIZE": "2"})
+    torch.set_num_threads(1)
+    cfg = config(Path(store), Path(run_dir), **{"train.max_steps": steps, "model.predictor.dropout": 0.1})
+    trainer = Trainer(cfg, resume=resume, show_progress=False)
+    trainer.fit()
+    torch.save({k: v.detach().clone() for k, v in trainer.model.state_dict().items()}, f"{out}/rank{rank}.pt")
+    trainer.close()
+
+
+def test_ddp_resume_restores_each_ranks_own_rng_and_equals_the_uninterrupted_run(store: Path, tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    mp.spawn(_ddp_resume_rank, args=(_free_port(), str(store), str(tmp_path / "ra"), str(tmp_path / "a"), 6, False),
+             nprocs=2, join=True)
+    mp.spawn(_ddp_resume_rank, args=(_free_port(), str(store), str(tmp_path / "rb"), str(tmp_path / "b"), 3, False),
+             nprocs=2, join=True)
+    assert (tmp_path / "rb" / "checkpoints" / "latest.rank1.rng.pt").exists()
+    mp.spawn(_ddp_resume_rank, args=(_free_port(), str(store), str(tmp_path / "rb"), str(tmp_path / "b"), 6, True),
+             nprocs=2, join=True)
+    for rank in (0, 1):
+        a = torch.load(tmp_path / "a" / f"rank{rank}.pt", weights_only=True)
+        b = torch.load(tmp_path / "b" / f"rank{rank}.pt", weights_only=True)
+        differ = [k for k in a if not torch.equal(a[k], b[k])]
+        assert not differ, f"rank {rank}: {len(differ)} tensors differ after the resume"
+
+
+# ---- the decoder schedule (issue 13) ----------------------------------------------------------------
+
+WORLD_MODEL = ("predictor.", "action_encoder.", "proprio_encoder.")
+
+
+def test_the_decoder_schedule_never_changes_what_the_world_model_learns(store: Path, tmp_path: Path) -> None:
+    trained = {}
+    for schedule in ("joint", "subset", "every_n", "off"):
+        sets = {"train.max_steps": 5, "model.decoder.schedule": schedule, "model.decoder.every_n": 2,
+                "model.decoder.subset_frames": 2, "model.predictor.dropout": 0.1}
+        trainer, _ = run(config(store, tmp_path / schedule, **sets))
+        trained[schedule] = weights(trainer)
+    joint = trained["joint"]
+    for schedule in ("subset", "every_n", "off"):
+        for k, v in joint.items():
+            if k.startswith(WORLD_MODEL):
+                assert torch.equal(trained[schedule][k], v), f"{schedule}: {k}"
+    decoder = [k for k in joint if k.startswith("decoder.") and k.endswith("weight")]
+    assert any(not torch.equal(trained["subset"][k], joint[k]) for k in decoder), "the decoder did learn differently"
+    assert all(torch.equal(trained["off"][k], _untrained_decoder(store, tmp_path)[k]) for k in decoder)
+
+
+def _untrained_decoder(store: Path, tmp_path: Path) -> dict[str, torch.Tensor]:
+    trainer = Trainer(config(store, tmp_path / "fresh", **{"model.decoder.schedule": "off"}), show_progress=False)
+    out = weights(trainer)
+    trainer.close()
+    return out
+
+
+def test_training_reads_the_losses_from_the_device_only_every_k_steps(store: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    trainer = Trainer(config(store, tmp_path / "k", **{"train.max_steps": 7, "log.every_steps": 3,
+                                                       "train.grad_accum": 2}), show_progress=False)
+    reads: list[int] = []
+    real_item, real_float, real_tolist = torch.Tensor.item, torch.Tensor.__float__, torch.Tensor.tolist
+    in_training = []
+
+    def spy(real):
+        def read(self, *args, **kwargs):  # fcs's own reads of floating tensors (torch's optimizers keep `step` on the CPU)
+            caller = sys._getframe(1).f_code.co_filename
+            if in_training and self.dtype.is_floating_point and "fcs_" in caller:
+                reads.append(trainer.global_step)
+            return real(self, *args, **kwargs)
+        return read
+
+    monkeypatch.setattr(torch.Tensor, "item", spy(real_item))
+    monkeypatch.setattr(torch.Tensor, "__float__", spy(real_float))
+    monkeypatch.setattr(torch.Tensor, "tolist", spy(real_tolist))
+    train_epoch = trainer._train_epoch
+
+    def counted() -> bool:
+        in_training.append(True)
+        try:
+            return train_epoch()
+        finally:
+            in_training.clear()
+
+    monkeypatch.setattr(trainer, "_train_epoch", counted)
+    summary = trainer.fit()
+    trainer.close()
+    assert sorted(set(reads)) == [3, 6, 7], "one read after steps 3 and 6 (every 3) and at the end"
+    assert [r["step"] for r in summary.train_history] == list(range(1, 8)), "still one record per step"
+
+
+def test_off_then_train_decoder_writes_a_trained_decoder_into_every_checkpoint(store: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "off"
+    _, summary = run(config(store, run_dir, **{"train.max_steps": 4, "model.decoder.schedule": "off"}))
+    assert "pred_ssim" not in summary.val_history[-1], "no image metrics from an untrained decoder"
+    assert not (run_dir / "images").exists()
+    before = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
+    assert before["decoder_trained"] is False
+    res = CliRunner().invoke(app, ["train-decoder", str(run_dir), "--steps", "15", "--batch-size", "8"])
+    assert res.exit_code == 0, res.output
+    assert "wrote the decoder into 2 checkpoints" in res.output and (run_dir / "images" / "decoder.png").exists()
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt")) == ["best.pt", "latest.pt"]
+    for name in ("latest", "best"):
+        after = load_checkpoint(run_dir / "checkpoints" / f"{name}.pt")
+        assert after["decoder_trained"] is True and "decoder" in after["optimizers"]
+        assert any(not torch.equal(after["model"]["decoder"][k], v) for k, v in before["model"]["decoder"].items())
+        for k, v in before["model"]["predictor"].items():
+            assert torch.equal(after["model"]["predictor"][k], v), "only the decoder changes"
+    resumed = Trainer(config(store, run_dir, **{"train.max_steps": 5, "model.decoder.schedule": "off"}),
+                      resume=True, show_progress=False)
+    assert "pred_ssim" in resumed.validate(), "image metrics once the decoder is trained"
+    resumed.close()
+
+
+def test_the_first_epoch_prints_where_the_step_time_went(store: Path, tmp_path: Path) -> None:
+    cfg = config(store, tmp_path / "p", **{"train.max_steps": 8})
+    res = CliRunner().invoke(app, ["train", "--preset", "tiny", "--no-progress",
+                                   *[a for k, v in {"data.store": store, "train.run_dir": tmp_path / "p",
+                                                    "train.max_steps": 8, "data.num_workers": 0, "data.num_hist": 2,
+                                                    "data.frameskip": 2, "train.batch_size": 4}.items()
+                                     for a in ("--set", f"{k}={v}")]])
+    assert res.exit_code == 0, res.output
+    line = next(line for line in res.output.splitlines() if line.startswith("where a training step's time went"))
+    for part in ("data wait", "encoder", "predictor", "decoder", "optimizer"):
+        assert part in line
+    records = [json.loads(r) for r in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()]
+    profile = [r for r in records if r["kind"] == "profile"]
+    assert len(profile) == 1 and profile[0]["step_s"] > 0 and profile[0]["decoder_s"] >= 0
+    assert cfg.model.decoder.schedule == "subset"

@@ -9,9 +9,18 @@ from fcs_train.models.decoder import VQVAE
 from fcs_train.models.encoder import DinoV2Encoder, interpolate_pos_encoding, load_encoder_weights
 from fcs_train.models.predictor import ViTPredictor, frame_causal_mask
 from fcs_train.models.proprio import ProprioceptiveEmbedding
-from fcs_train.models.world_model import DECODER_SCALE, PARTS, VWorldModel, to_model_input
+from fcs_train.models.world_model import (
+    DECODER_LATENT_LOSS_WEIGHT,
+    DECODER_SCALE,
+    PARTS,
+    VWorldModel,
+    WorldModelOutput,
+    to_model_input,
+)
 
 __all__ = [
+    "DECODER_LATENT_LOSS_WEIGHT",
+    "DECODER_SCALE",
     "PARTS",
     "VQVAE",
     "DinoV2Encoder",
@@ -19,6 +28,7 @@ __all__ = [
     "RandomEncoderWarning",
     "VWorldModel",
     "ViTPredictor",
+    "WorldModelOutput",
     "build_model",
     "frame_causal_mask",
     "interpolate_pos_encoding",

@@ -7,8 +7,11 @@
                    as two extra tokens (concat_dim 0, D' = 384)
     predict     -> z of frames 1..T from frames 0..T-1 (frame-causal ViT)
     decode      -> images (B, T, 3, S, S) from the visual part of z
-    forward     -> z_pred, visual_pred, visual_reconstructed, loss, loss components
+    forward     -> `WorldModelOutput`: z_pred, visual_pred, visual_rec, loss, loss components
     rollout     -> open-loop prediction from context frames and an action sequence
+
+`proprio_dim` is the raw proprio input (3 for an EE position); `proprio_emb_dim` and
+`action_emb_dim` are the embedding widths tiled onto the visual tokens (times their repeats).
 
 Losses as the reference: `z_loss` = MSE of predicted vs target (frames shifted by num_pred,
 detached) over visual + proprio dims; the decoder learns from detached embeddings only, so its
@@ -17,6 +20,8 @@ are optimised; the decoder's loss on predicted embeddings is logged.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +37,27 @@ DECODER_SCALE = 16  # pixels per patch token after the decoder's two x4 stages
 DECODER_LATENT_LOSS_WEIGHT = 0.25
 
 PARTS = ("encoder", "predictor", "decoder", "proprio_encoder", "action_encoder")
+
+
+@dataclass(frozen=True)
+class WorldModelOutput:
+    """What `VWorldModel.forward` returns for a window of `num_hist + num_pred` frames.
+
+    z_pred      `(B, num_hist, N, D')` predicted embeddings of frames num_pred.. (None without predictor)
+    visual_pred `(B, num_hist, 3, S, S)` decoded predictions (None when not decoded)
+    visual_rec  `(B, F, 3, S, S)` decoded reconstructions of the window's frames, or of the `(B, k)`
+                frames asked for (None when not decoded)
+    loss        the optimised scalar: z_loss + the decoder's reconstruction loss
+    components  every loss term by name (z_loss, z_visual_loss, z_proprio_loss, decoder_*)
+    z           `(B, F, N, D')` the window's embeddings (targets are `z[:, num_pred:]`)
+    """
+
+    z: torch.Tensor
+    z_pred: torch.Tensor | None
+    visual_pred: torch.Tensor | None
+    visual_rec: torch.Tensor | None
+    loss: torch.Tensor
+    components: dict[str, torch.Tensor]
 
 
 def to_model_input(visual: torch.Tensor, image_size: int) -> torch.Tensor:
@@ -59,8 +85,6 @@ class VWorldModel(nn.Module):
         num_action_repeat: int = 1,
         num_proprio_repeat: int = 1,
         train_encoder: bool = False,
-        train_predictor: bool = True,
-        train_decoder: bool = True,
     ):
         super().__init__()
         if concat_dim not in (0, 1):
@@ -68,14 +92,15 @@ class VWorldModel(nn.Module):
         self.num_hist, self.num_pred = num_hist, num_pred
         self.encoder, self.proprio_encoder, self.action_encoder = encoder, proprio_encoder, action_encoder
         self.predictor, self.decoder = predictor, decoder
-        self.train_encoder, self.train_predictor, self.train_decoder = train_encoder, train_predictor, train_decoder
+        self.train_encoder = train_encoder
         self.concat_dim = concat_dim
         self.num_action_repeat, self.num_proprio_repeat = num_action_repeat, num_proprio_repeat
-        self.proprio_dim = proprio_encoder.emb_dim * num_proprio_repeat
-        self.action_dim = action_encoder.emb_dim * num_action_repeat
+        self.proprio_dim = proprio_encoder.in_chans
+        self.proprio_emb_dim = proprio_encoder.emb_dim * num_proprio_repeat
+        self.action_emb_dim = action_encoder.emb_dim * num_action_repeat
         self.image_size = image_size
         self.encoder_image_size = image_size // DECODER_SCALE * encoder.patch_size
-        self.emb_dim = encoder.emb_dim + (self.action_dim + self.proprio_dim) * concat_dim
+        self.emb_dim = encoder.emb_dim + (self.action_emb_dim + self.proprio_emb_dim) * concat_dim
         for p in self.encoder.parameters():
             p.requires_grad_(train_encoder)
 
@@ -116,10 +141,10 @@ class VWorldModel(nn.Module):
         """z -> ({"visual": (B, T, N, D), "proprio": (B, T, Ep)}, action embedding (B, T, Ea))."""
         if self.concat_dim == 0:
             return {"visual": z[:, :, :-2], "proprio": z[:, :, -2]}, z[:, :, -1]
-        pa = self.proprio_dim + self.action_dim
-        visual, proprio, act = z[..., :-pa], z[..., -pa : -self.action_dim], z[..., -self.action_dim :]
-        proprio = proprio[:, :, 0, : self.proprio_dim // self.num_proprio_repeat]
-        act = act[:, :, 0, : self.action_dim // self.num_action_repeat]
+        pa = self.proprio_emb_dim + self.action_emb_dim
+        visual, proprio, act = z[..., :-pa], z[..., -pa : -self.action_emb_dim], z[..., -self.action_emb_dim :]
+        proprio = proprio[:, :, 0, : self.proprio_emb_dim // self.num_proprio_repeat]
+        act = act[:, :, 0, : self.action_emb_dim // self.num_action_repeat]
         return {"visual": visual, "proprio": proprio}, act
 
     def replace_actions_from_z(self, z: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
@@ -128,7 +153,7 @@ class VWorldModel(nn.Module):
         if self.concat_dim == 0:
             z[:, :, -1] = act_emb
         else:
-            z[..., -self.action_dim :] = act_emb.unsqueeze(2).expand(-1, -1, z.shape[2], -1).repeat(
+            z[..., -self.action_emb_dim :] = act_emb.unsqueeze(2).expand(-1, -1, z.shape[2], -1).repeat(
                 1, 1, 1, self.num_action_repeat)
         return z
 
@@ -159,43 +184,78 @@ class VWorldModel(nn.Module):
                 "z_proprio_loss": F.mse_loss(z_pred[:, :, -2], z_tgt[:, :, -2]),
                 "z_loss": F.mse_loss(z_pred[:, :, :-1], z_tgt[:, :, :-1]),
             }
-        pa, a = self.proprio_dim + self.action_dim, self.action_dim
+        pa, a = self.proprio_emb_dim + self.action_emb_dim, self.action_emb_dim
         return {
             "z_visual_loss": F.mse_loss(z_pred[..., :-pa], z_tgt[..., :-pa]),
             "z_proprio_loss": F.mse_loss(z_pred[..., -pa:-a], z_tgt[..., -pa:-a]),
             "z_loss": F.mse_loss(z_pred[..., :-a], z_tgt[..., :-a]),
         }
 
-    def forward(self, obs: dict[str, torch.Tensor], act: torch.Tensor):
-        """Returns `(z_pred, visual_pred, visual_reconstructed, loss, components)` for a window of
-        `num_hist + num_pred` frames; `z_pred` and `visual_pred` cover frames num_pred.."""
+    def forward(self, obs: dict[str, torch.Tensor], act: torch.Tensor, *, decode_pred: bool = True,
+                reconstruct: bool = True, recon_frames: torch.Tensor | None = None) -> WorldModelOutput:
+        """Losses and predictions for a window of `num_hist + num_pred` frames (`WorldModelOutput`).
+
+        The decoder learns from detached embeddings only, so what it decodes never changes what the
+        predictor learns. `decode_pred` decodes the predicted frames (their loss is logged, never
+        optimised); `reconstruct` decodes the window's frames for the reconstruction loss, all of them
+        or only `recon_frames (B, k)` (frame indices per window). The reference decodes everything.
+        """
         components: dict[str, torch.Tensor] = {}
         loss = torch.zeros((), device=act.device)
         z = self.encode(obs, act)
-        z_src, z_tgt = z[:, : self.num_hist], z[:, self.num_pred :]
-        visual_tgt = obs["visual"][:, self.num_pred :]
-        z_pred = visual_pred = visual_rec = None
+        z_pred = None
         if self.predictor is not None:
-            z_pred = self.predict(z_src)
-            if self.decoder is not None:
-                obs_pred, diff_pred = self.decode(z_pred.detach())  # the decoder never trains the predictor
-                visual_pred = obs_pred["visual"]
-                recon = F.mse_loss(visual_pred, visual_tgt)
-                components["decoder_recon_loss_pred"] = recon
-                components["decoder_vq_loss_pred"] = diff_pred
-                components["decoder_loss_pred"] = recon + DECODER_LATENT_LOSS_WEIGHT * diff_pred
-            components.update(self._z_losses(z_pred, z_tgt))
+            z_pred = self.predict(z[:, : self.num_hist])
+            components.update(self._z_losses(z_pred, z[:, self.num_pred :]))
             loss = loss + components["z_loss"]
-        if self.decoder is not None:
-            obs_rec, diff_rec = self.decode(z.detach())
+        decoded, visual_pred, visual_rec = self.decoder_losses(
+            z, z_pred, obs["visual"], decode_pred=decode_pred, reconstruct=reconstruct, recon_frames=recon_frames)
+        components.update(decoded)
+        if "decoder_loss_reconstructed" in decoded:
+            loss = loss + decoded["decoder_loss_reconstructed"]
+        components["loss"] = loss
+        return WorldModelOutput(z, z_pred, visual_pred, visual_rec, loss, components)
+
+    def decoder_losses(self, z: torch.Tensor, z_pred: torch.Tensor | None, visual: torch.Tensor, *,
+                       decode_pred: bool = True, reconstruct: bool = True, recon_frames: torch.Tensor | None = None
+                       ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, torch.Tensor | None]:
+        """The decoder's losses from detached embeddings: `(components, visual_pred, visual_rec)`.
+
+        z `(B, F, N, D')`, z_pred `(B, num_hist, N, D')`, visual `(B, F, 3, S, S)` in [-1, 1].
+        """
+        components: dict[str, torch.Tensor] = {}
+        visual_pred = visual_rec = None
+        if self.decoder is None:
+            return components, visual_pred, visual_rec
+        if decode_pred and z_pred is not None:
+            obs_pred, diff_pred = self.decode(z_pred.detach())  # the decoder never trains the predictor
+            visual_pred = obs_pred["visual"]
+            recon = F.mse_loss(visual_pred, visual[:, self.num_pred :])
+            components["decoder_recon_loss_pred"] = recon
+            components["decoder_vq_loss_pred"] = diff_pred
+            components["decoder_loss_pred"] = recon + DECODER_LATENT_LOSS_WEIGHT * diff_pred
+        if reconstruct:
+            z_rec, target = z.detach(), visual
+            if recon_frames is not None:
+                rows = torch.arange(z.shape[0], device=z.device)[:, None]
+                z_rec, target = z_rec[rows, recon_frames], target[rows, recon_frames]
+            obs_rec, diff_rec = self.decode(z_rec)
             visual_rec = obs_rec["visual"]
-            recon = F.mse_loss(visual_rec, obs["visual"])
+            recon = F.mse_loss(visual_rec, target)
             components["decoder_recon_loss_reconstructed"] = recon
             components["decoder_vq_loss_reconstructed"] = diff_rec
             components["decoder_loss_reconstructed"] = recon + DECODER_LATENT_LOSS_WEIGHT * diff_rec
-            loss = loss + components["decoder_loss_reconstructed"]
-        components["loss"] = loss
-        return z_pred, visual_pred, visual_rec, loss, components
+        return components, visual_pred, visual_rec
+
+    def copy_last_frame_losses(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The losses of the trivial predictor that repeats the last context frame's embedding.
+
+        The frame-causal predictor's output at frame t predicts frame t + num_pred from frames <= t;
+        the trivial predictor answers with frame t itself. `z (B, F, N, D')` from `encode`.
+        Returns `z_visual_loss_copy`, `z_proprio_loss_copy` (same units as the model's losses).
+        """
+        copy = self._z_losses(z[:, : self.num_hist], z[:, self.num_pred :])
+        return {"z_visual_loss_copy": copy["z_visual_loss"], "z_proprio_loss_copy": copy["z_proprio_loss"]}
 
     def rollout(self, obs_0: dict[str, torch.Tensor], act: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Open loop: encode `n` context frames with `act[:, :n]`, then predict one frame per
