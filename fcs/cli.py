@@ -23,7 +23,7 @@ import typer
 from typer.exceptions import TyperException
 
 from fcs import __version__
-from fcs.views import console, err_console, print_report, progress_bar
+from fcs.views import console, err_console, print_detection, print_report, progress_bar
 from fcs_data.errors import FcsError
 
 TRAIN_EXTRAS = {"timm", "torchmetrics", "matplotlib", "torchvision"}
@@ -39,13 +39,16 @@ app = typer.Typer(
 
 LayoutOpt = Annotated[
     str | None,
-    typer.Option("--layout", "-l", help="built-in layout name (see `fcs layouts`) or a layout YAML/JSON file"),
+    typer.Option("--layout", "-l", help="built-in layout (see `fcs layouts`, variants as NAME+variant) or a layout "
+                                        "YAML/JSON file; detected from the data when not given"),
 ]
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print one error line and exit."""
-    err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -81,7 +84,7 @@ def _crash_report(e: BaseException) -> NoReturn:
          "report it")
 
 
-def command(fn: Callable | None = None, *, name: str | None = None) -> Callable:
+def command(fn: Callable | None = None, *, name: str | None = None, group: typer.Typer | None = None) -> Callable:
     """Register a command whose failures print one line: exit 1 (2 for the command line, 130 for Ctrl-C)."""
 
     def register(fn: Callable) -> Callable:
@@ -103,7 +106,7 @@ def command(fn: Callable | None = None, *, name: str | None = None) -> Callable:
             except Exception as e:
                 _crash_report(e)
 
-        return app.command(name=name)(wrapper)
+        return (group or app).command(name=name)(wrapper)
 
     return register(fn) if fn is not None else register
 
@@ -146,35 +149,73 @@ def _root(
     """Isaac Sim Franka cube-stacking episodes -> validated Zarr stores -> DINO-WM world models."""
 
 
-@command
-def layouts(
-    show: Annotated[str | None, typer.Argument(help="print this layout in full (YAML)")] = None,
-) -> None:
-    """List the built-in logger layouts, or print one to copy and adapt."""
-    import yaml
+layouts_app = typer.Typer(help="The logger layouts fcs reads: list them, print one, or detect a dataset's.",
+                          add_completion=False, rich_markup_mode="rich")
+app.add_typer(layouts_app, name="layouts")
+
+
+@layouts_app.callback(invoke_without_command=True)
+def layouts(ctx: typer.Context) -> None:
+    """List the built-in logger layouts and their variants (`fcs layouts show NAME` prints one)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.markup import escape
     from rich.table import Table
 
     from fcs_data.schemas import DEFAULT_LAYOUT, builtin_layouts
 
-    if show is not None:
-        layout = _layout(show)
-        console.print(yaml.safe_dump(layout.model_dump(mode="json"), sort_keys=False), end="")
-        return
     table = Table()
-    table.add_column("name", no_wrap=True, min_width=max(len(n) for n in builtin_layouts()) + 10)
-    for col in ("state", "action", "frames", "actions", "sources"):
+    table.add_column("name", no_wrap=True)
+    for col in ("state", "action", "frames", "actions", "variants"):
         table.add_column(col, overflow="fold")
     for name, lay in builtin_layouts().items():
         o = lay.observation
+        step = f", {'0' * (lay.sources.step_digits or 3)}.h5" if lay.sources.kind == "per_step_h5" else ""
         table.add_row(
             name + (" (default)" if name == DEFAULT_LAYOUT else ""),
             f"{lay.state_dim}: " + ", ".join(f.name for f in lay.state),
             f"{lay.action_dim}: " + ", ".join(f.name for f in lay.action),
-            f"{o.height}x{o.width}x{o.channels} {o.dtype} {o.channel_order}",
+            f"{o.height}x{o.width}x{o.channels} {o.dtype} {o.channel_order}{step}",
             lay.action_alignment,
-            lay.sources.kind,
+            " ".join(f"+{v}" for v in lay.variants) or "-",
         )
     console.print(table)
+    console.print("variants (NAME+variant, one per group; detected from the data when --layout is not given):")
+    for name, lay in builtin_layouts().items():
+        for v, d in lay.variants.items():
+            console.print(f"  {name}+{v}: {escape(d.description)}")
+
+
+@command(name="show", group=layouts_app)
+def layouts_show(
+    name: Annotated[str, typer.Argument(help="a layout, with variants (franka_cube_stack_min+rgb), or a file")],
+) -> None:
+    """Print a layout in full (YAML), to copy and adapt (then --layout my.yaml)."""
+    import yaml
+
+    console.print(yaml.safe_dump(_layout(name).model_dump(mode="json"), sort_keys=False), end="")
+
+
+@command(name="detect", group=layouts_app)
+def layouts_detect(
+    dataset: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="a logger dataset directory")],
+) -> None:
+    """Which built-in layout (and variants) a dataset is in, and the evidence.
+
+    Judged by file names, array names, shapes, dtypes and value ranges, and where the data can tell,
+    by content: the channel order, the action alignment, the quaternion order, fused cameras. Exit 1
+    when no layout matches (each layout's first mismatch is listed) or several do.
+    """
+    from rich.markup import escape
+
+    from fcs_data.sources.detect import detect_layout
+
+    det = detect_layout(dataset)
+    console.print(det.layout.name)
+    for line in det.evidence:
+        console.print(f"  evidence: {escape(line)}")
+    for line in det.assumed:
+        console.print(f"  [yellow]assumed:[/] {escape(line)}")
 
 
 @command
@@ -186,10 +227,12 @@ def synth(
     seed: Annotated[int, typer.Option(help="random seed; episode i depends only on (seed, i)")] = 0,
     layout: LayoutOpt = None,
     previews: Annotated[int, typer.Option(min=0, help="PNG previews per episode in NNNNNN/images/")] = 0,
-    step_digits: Annotated[int, typer.Option(min=1, help="per-step HDF5 name width (000.h5); old loggers: 2")] = 3,
+    step_digits: Annotated[int | None, typer.Option(min=1, help="per-step HDF5 name width, to break the layout's "
+                                                                "(default: the layout's)")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace OUT if it exists")] = False,
 ) -> None:
-    """Write a synthetic dataset in a logger layout (v1 by default): rendered frames, consistent states."""
+    """Write a synthetic dataset in a logger layout (v1 by default) and variant, e.g. --layout
+    franka_cube_stack_primitive+6d+cams2: rendered frames, consistent states, the files the logger writes."""
     from fcs_data.synth import synthesize
 
     if max_len < min_len:
@@ -206,7 +249,8 @@ def validate(
     path: Annotated[Path, typer.Argument(exists=True, help="a logger dataset directory or an fcs store")],
     layout: Annotated[
         str | None,
-        typer.Option("--layout", "-l", help="layout of a logger dataset (name or YAML/JSON file); stores carry theirs"),
+        typer.Option("--layout", "-l", help="layout of a logger dataset (NAME, NAME+variant or a YAML/JSON file); "
+                                            "detected when not given; stores carry theirs"),
     ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the full report as JSON here")] = None,
     strict: Annotated[bool, typer.Option(help="warnings fail too (exit 1)")] = False,
@@ -223,13 +267,14 @@ def validate(
     """
     from fcs_data.validation import validate as run_validate
 
-    lay = _layout(layout)
+    lay = _layout(layout) if layout is not None else None
     selected = parse_episode_spec(episodes) if episodes else None
     with progress_bar("validate") as update:
         try:
             report = run_validate(path, lay, episodes=selected, workers=workers, quick=quick, progress=update)
         except LookupError as e:
             raise typer.BadParameter(str(e).strip("'\""), param_hint="--episodes") from e
+    print_detection(report.layout, report.detected)
     print_report(report, strict)
     if json_out is not None:
         json_out.write_text(report.model_dump_json(indent=2))
@@ -268,7 +313,7 @@ def convert(
 
     if codec not in CODEC_CHOICES:
         raise typer.BadParameter(f"{codec!r}; choices: {', '.join(CODEC_CHOICES)}", param_hint="--codec")
-    lay = _layout(layout)
+    lay = _layout(layout) if layout is not None else None
     try:
         with Phases() as phases:
             result = convert_to_zarr(
@@ -288,6 +333,7 @@ def convert(
         err_console.print(f"[yellow]interrupted[/]: no {target} was written; continue with the same command "
                           "and --resume")
         raise typer.Exit(130) from None
+    print_detection(result.report.layout, result.detected)
     print_conversion(result)
 
 

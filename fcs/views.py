@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -76,6 +77,15 @@ def progress_bar(description: str, unit: str = "episodes") -> Iterator[Callable[
         yield phases.callback(description, unit)
 
 
+def print_detection(layout: str, lines: list[str]) -> None:
+    """The layout that detection picked and why (nothing when the layout was given)."""
+    if not lines:
+        return
+    console.print(f"layout {layout} (detected; --layout to choose another)")
+    for line in lines:
+        console.print(f"  {escape(line)}")
+
+
 def report_table(report: ValidationReport, max_examples: int = 3) -> Table:
     table = Table(title=f"{report.kind} {report.path} (layout {report.layout})", title_justify="left")
     table.add_column("severity")
@@ -92,9 +102,9 @@ def report_table(report: ValidationReport, max_examples: int = 3) -> Table:
         examples = []
         for f in items[:max_examples]:
             where = f.where()
-            line = f"{where}: {f.message}" if where else f.message
+            line = escape(f"{where}: {f.message}" if where else f.message)
             if f.hint:
-                line += f" [dim](hint: {f.hint})[/dim]"
+                line += f" [dim](hint: {escape(f.hint)})[/dim]"
             examples.append(line)
         if len(items) > max_examples:
             examples.append(f"[dim]... and {len(items) - max_examples} more[/dim]")
@@ -117,7 +127,7 @@ def print_report(report: ValidationReport, strict: bool) -> None:
         console.print(table)
     for f in report.findings:
         if f.severity == "info" and f.code != "window-capacity":
-            console.print(f"[cyan]info[/cyan] {FINDING_KINDS[f.code][1]}: {f.message}")
+            console.print(f"[cyan]info[/cyan] {FINDING_KINDS[f.code][1]}: {escape(f.message)}")
     c = report.counts
     code = report.exit_code(strict)
     verdict = "[bold green]OK[/]" if code == 0 else "[bold red]FAILED[/]"

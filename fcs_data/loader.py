@@ -45,8 +45,8 @@ class SeededSampler(Sampler[int]):
 
 
 def collate_windows(items: list[dict]) -> dict:
-    """Batch `WindowDataset` items; `visual` becomes `(B, F, 3, H, W)` uint8 (HWC in memory)."""
-    visual = default_collate([it["visual"].permute(0, 2, 3, 1) for it in items]).permute(0, 1, 4, 2, 3)
+    """Batch `WindowDataset` items; `visual` becomes `(B, F, [C,] 3, H, W)` uint8 (HWC in memory)."""
+    visual = default_collate([it["visual"].movedim(-3, -1) for it in items]).movedim(-1, -3)
     rest = default_collate([{k: v for k, v in it.items() if k != "visual"} for it in items])
     return {"visual": visual, **rest}
 

@@ -35,6 +35,8 @@ from fcs_data.format import (
     RGB,
     ROOT_ATTR,
     STATE,
+    camera_array,
+    step_array,
 )
 from fcs_data.schemas import Layout
 from fcs_data.schemas.store import EpisodeMeta, StoreMetadata, StoreStats
@@ -131,9 +133,6 @@ class Episode:
         return len(self.rgb)
 
 
-ARRAYS = {"rgb": RGB, "state": STATE, "action": ACTION}
-
-
 class Store:
     """A read-only fcs store. Cheap to create; pickles to its path.
 
@@ -154,6 +153,9 @@ class Store:
                              f"{self.metadata.num_episodes} episodes")
         self.episode_ends = np.asarray(ends.read(0, ends.shape[0]), dtype=np.int64)
         ends.close()
+        layout = self.metadata.layout
+        self.arrays = {"rgb": RGB, **{f"rgb_{c.name}": camera_array(c.name) for c in layout.cameras},
+                       "state": STATE, "action": ACTION, **{f: step_array(f) for f in layout.step_fields}}
         self._check_shapes()
 
     def _check_shapes(self) -> None:
@@ -171,11 +173,11 @@ class Store:
             raise StoreError(f"{self.path}: {EPISODE_ENDS} ends at row {total_frames(ends)}, the metadata says "
                              f"{m.num_frames} frames")
         self._open_readers()
-        for name in ARRAYS:
+        for name, array in self.arrays.items():
             shape = self._readers[name].shape
             expected = (m.num_frames, *self.row_shape(name))
             if tuple(shape) != expected:
-                raise StoreError(f"{self.path}: {ARRAYS[name]} has shape {tuple(shape)}, expected {expected} "
+                raise StoreError(f"{self.path}: {array} has shape {tuple(shape)}, expected {expected} "
                                  f"from {EPISODE_ENDS} and the layout")
 
     def __getstate__(self) -> dict:
@@ -238,10 +240,20 @@ class Store:
         blob = json.dumps([m.provenance.created, m.num_frames, m.num_episodes, self.episode_ends.tolist()])
         return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
 
+    @property
+    def cameras(self) -> list[str]:
+        """The cameras this store holds frames of: the observation's first (`data/rgb`)."""
+        return self.layout.camera_names
+
     def row_shape(self, name: str) -> tuple[int, ...]:
+        """Shape of one row of array `name` (`rgb`, `rgb_<camera>`, `state`, `action`, a per-step field)."""
         if name == "rgb":
             return tuple(self.metadata.frame_shape)
-        return (self.layout.state_dim if name == "state" else self.layout.action_dim,)
+        if name.startswith("rgb_"):
+            return next(c.shape for c in self.layout.cameras if f"rgb_{c.name}" == name)
+        if name in ("state", "action"):
+            return (self.layout.state_dim if name == "state" else self.layout.action_dim,)
+        return ()
 
     def where(self, start: int, stop: int) -> str:
         """Rows `[start, stop)` in a user's words: `episode 3 (frames 20..99), episode 4 (frames 0..27)`."""
@@ -262,31 +274,44 @@ class Store:
         if self._pid == os.getpid():
             return
         self._readers = {name: ArrayReader(self.path, array, where=self.where, verify=self.verify)
-                         for name, array in ARRAYS.items()}
+                         for name, array in self.arrays.items()}
         self._pid = os.getpid()
 
     def reader(self, name: str) -> ArrayReader:
-        """The chunk reader of `rgb`, `state` or `action` in this process."""
+        """The chunk reader of array `name` (`rgb`, `rgb_<camera>`, `state`, `action`, ...) in this process."""
         self._open_readers()
         if name not in self._readers:
             raise KeyError(f"{self.path} has no array {name!r} (arrays: {', '.join(self._readers)})")
         return self._readers[name]
 
-    def read_frames(self, frame_ids: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Frames at global indices `frame_ids (n,)` -> `(n, H, W, 3)` uint8."""
+    def frames_name(self, camera: str | None = None) -> str:
+        """The array name of a camera's frames: `rgb` for the observation's camera (or None)."""
+        if camera is None or camera == self.layout.observation.camera:
+            return "rgb"
+        if camera not in self.cameras:
+            raise KeyError(f"{self.path} has no camera {camera!r} (cameras: {', '.join(self.cameras)})")
+        return f"rgb_{camera}"
+
+    def read_frames(self, frame_ids: np.ndarray, out: np.ndarray | None = None, camera: str | None = None
+                    ) -> np.ndarray:
+        """Frames of `camera` (the observation's by default) at global indices `frame_ids (n,)` ->
+        `(n, H, W, 3)` uint8."""
+        name = self.frames_name(camera)
         frame_ids = np.asarray(frame_ids, dtype=np.int64)
         if out is None:
-            out = np.empty((len(frame_ids), *self.metadata.frame_shape), np.uint8)
-        self.reader("rgb").read_into(frame_ids, out)
+            out = np.empty((len(frame_ids), *self.row_shape(name)), np.uint8)
+        self.reader(name).read_into(frame_ids, out)
         return out
 
     def read_rows(self, name: str, start: int | np.ndarray, stop: int | None = None) -> np.ndarray:
-        """Rows of `rgb`, `state` or `action`: a range `[start, stop)` or global indices `start (n,)`."""
+        """Rows of an array (`rgb`, `state`, `action`, ...): a range `[start, stop)` or global indices `start (n,)`."""
         reader = self.reader(name)
         if stop is None:
             idx = np.asarray(start, dtype=np.int64)
-            if name == "rgb":
-                return self.read_frames(idx)
+            if name.startswith("rgb"):
+                out = np.empty((len(idx), *self.row_shape(name)), np.uint8)
+                reader.read_into(idx, out)
+                return out
             if len(idx) == 0:
                 return np.empty((0, *self.row_shape(name)), reader.meta.dtype)
             lo, hi = int(idx.min()), int(idx.max()) + 1

@@ -73,3 +73,40 @@ class WindowIndex:
         k = np.searchsorted(self.cum, idx, side="right") - 1
         s = idx - self.cum[k]
         return self.episodes[k], s, self.starts[k] + s
+
+
+class ListedWindowIndex:
+    """Windows at explicit starts (e.g. those within a frame gap), with `WindowIndex`'s interface.
+
+    `starts[k]` lists the valid starts of episode `k`; memory is 8 bytes per window.
+    """
+
+    def __init__(self, episodes: np.ndarray, episode_starts: np.ndarray, starts: list[np.ndarray]):
+        counts = np.array([len(s) for s in starts], np.int64)
+        keep = counts > 0
+        self.episodes = np.asarray(episodes, np.int64)[keep]
+        self.starts = np.asarray(episode_starts, np.int64)[keep]
+        self.cum = np.concatenate([[0], np.cumsum(counts[keep])]).astype(np.int64)
+        self.local = np.concatenate([s for s in starts if len(s)] or [np.empty(0, np.int64)]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return int(self.cum[-1])
+
+    @property
+    def nbytes(self) -> int:
+        return self.episodes.nbytes + self.starts.nbytes + self.cum.nbytes + self.local.nbytes
+
+    def locate(self, i: int) -> tuple[int, int, int]:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"window {i} out of range for {n} windows")
+        i %= n
+        k = int(np.searchsorted(self.cum, i, side="right")) - 1
+        s = int(self.local[i])
+        return int(self.episodes[k]), s, int(self.starts[k]) + s
+
+    def locate_many(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        idx = np.asarray(idx, np.int64)
+        k = np.searchsorted(self.cum, idx, side="right") - 1
+        s = self.local[idx]
+        return self.episodes[k], s, self.starts[k] + s

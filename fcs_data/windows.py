@@ -3,10 +3,14 @@
 A window of `F = num_hist + num_pred` frames at stride `fs = frameskip` starting at step `s` of an
 episode yields (CONTEXT.md semantics, as the reference `TrajSlicerDataset`):
 
-    visual  (F, 3, H, W) uint8     frames s, s + fs, ..., s + (F - 1) * fs
+    visual  (F, 3, H, W) uint8     frames s, s + fs, ..., s + (F - 1) * fs of the first camera
+            (F, C, 3, H, W)        with `cameras=[...]`: those cameras stacked
+            (F, 3, H, C * W)       with `fuse="side_by_side"`; (F, 3, H, W) `[R0, G0, gray1]` with
+                                   `fuse="channel_stack"` (two cameras), as the users' logger fused them
     state   (F, S) float32         the state at those frames (raw)
     proprio (F, P) float32         the layout's proprio slice of `state`, z-normalised
     action  (F, fs * A) float32    actions s .. s + F * fs - 1, z-normalised, fs per row
+    frame_index (F,) int64         the frames' original frame numbers (keyframe stores only)
     episode, start                 store episode index and `s`
 
 Nothing is preloaded and nothing calls `torch.load`: an item is a few `pread`s of the store, so
@@ -22,7 +26,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -33,7 +37,7 @@ from fcs_data.schemas.store import ArrayStats
 from fcs_data.splits import DEFAULT_SPLIT_RATIO, DEFAULT_SPLIT_SEED, Split, split_episodes
 from fcs_data.stats import STD_EPS, array_stats, normalize, unnormalize
 from fcs_data.store import Store
-from fcs_data.window_index import WindowIndex, frames_needed
+from fcs_data.window_index import ListedWindowIndex, WindowIndex, frames_needed
 
 log = logging.getLogger("fcs_data")
 
@@ -76,8 +80,12 @@ class WindowDataset(torch.utils.data.Dataset):
             come from the train episodes of the same `split_ratio` and `seed`.
         episodes: restrict to these store episodes before splitting.
         normalize: z-normalise `action` and `proprio` (mean/std over valid train steps, std + 1e-6).
-        cache: keep this split's frames in shared memory (`H * W * 3` bytes per frame, shared by all
-            DataLoader workers under fork, forkserver and spawn) instead of reading the store.
+        cache: keep this split's frames in shared memory (`H * W * 3` bytes per frame and camera,
+            shared by all DataLoader workers under fork, forkserver and spawn) instead of reading the store.
+        cameras: the store's cameras to return (`Store.cameras`); None: the first camera only.
+        fuse: combine `cameras` into one image: "side_by_side" or "channel_stack" (two cameras).
+        max_frame_gap: keyframe stores: only windows whose consecutive frames are at most this many
+            original frames apart (real time between the frames a window uses).
     """
 
     def __init__(
@@ -92,6 +100,9 @@ class WindowDataset(torch.utils.data.Dataset):
         normalize: bool = True,
         episodes: Sequence[int] | None = None,
         cache: bool = False,
+        cameras: Sequence[str] | None = None,
+        fuse: Literal["side_by_side", "channel_stack"] | None = None,
+        max_frame_gap: int | None = None,
     ):
         if num_hist < 1 or num_pred < 1 or frameskip < 1:
             raise ValueError(f"num_hist, num_pred and frameskip must be >= 1 (got {num_hist}, {num_pred}, {frameskip})")
@@ -106,7 +117,12 @@ class WindowDataset(torch.utils.data.Dataset):
         layout = opened.layout
         self.proprio_slice = (layout.proprio_slice.start, layout.proprio_slice.stop)
         self.action_dim = layout.action_dim
-        self.frame_shape = tuple(opened.metadata.frame_shape)
+        self.cameras, self.fuse = self._check_cameras(opened, cameras, fuse)
+        self.frame_shape = tuple(opened.row_shape(opened.frames_name(self.cameras[0])))
+        self.has_frame_index = "frame_index" in opened.layout.step_fields
+        if max_frame_gap is not None and not self.has_frame_index:
+            raise ValueError(f"max_frame_gap needs a keyframe store with frame indices; {opened.path} has none")
+        self.max_frame_gap = max_frame_gap
 
         pool = np.arange(opened.num_episodes) if episodes is None else np.asarray(list(episodes), np.int64)
         if len(pool) and (pool.min() < 0 or pool.max() >= opened.num_episodes):
@@ -123,18 +139,53 @@ class WindowDataset(torch.utils.data.Dataset):
                 "serve no window: %s%s", split, len(ids), len(chosen), need, ids[:20], " ..." if len(ids) > 20 else "",
             )
         self.episodes = chosen[~short]
-        self.index = WindowIndex(self.episodes, opened.episode_starts[self.episodes], lengths[~short],
-                                 self.num_frames, frameskip)
+        self.index: WindowIndex | ListedWindowIndex = WindowIndex(
+            self.episodes, opened.episode_starts[self.episodes], lengths[~short], self.num_frames, frameskip)
+        if max_frame_gap is not None:
+            self.index = self._gap_filtered(opened, max_frame_gap)
 
         train = chosen if split in ("train", "all") else split_episodes(pool, "train", split_ratio, seed)
         self.stats = norm_stats(opened, train) if len(train) else None
         self._action_mean, self._action_std = self._moments("action")
         self._proprio_mean, self._proprio_std = self._moments("proprio")
 
-        self._frames: torch.Tensor | None = None
+        self._frames: dict[str, torch.Tensor] = {}
         self._frame_pos: np.ndarray | None = None
         if cache:
             self._build_cache(opened)
+
+    @staticmethod
+    def _check_cameras(store: Store, cameras: Sequence[str] | None, fuse: str | None) -> tuple[list[str], str | None]:
+        if cameras is None:
+            if fuse is not None:
+                raise ValueError("fuse needs cameras=[...] to fuse")
+            return [store.cameras[0]], None
+        cameras = list(cameras)
+        unknown = [c for c in cameras if c not in store.cameras]
+        if unknown or not cameras:
+            raise ValueError(f"{store.path} has cameras {store.cameras}, not {unknown or cameras}")
+        shapes = {store.row_shape(store.frames_name(c)) for c in cameras}
+        if len(shapes) > 1:
+            raise ValueError(f"cameras {cameras} have different frame shapes {sorted(shapes)}: they cannot be stacked")
+        if fuse not in (None, "side_by_side", "channel_stack"):
+            raise ValueError(f"fuse must be side_by_side or channel_stack, not {fuse!r}")
+        if fuse == "channel_stack" and len(cameras) != 2:
+            raise ValueError("channel_stack fuses exactly two cameras: [R0, G0, gray1]")
+        return cameras, fuse
+
+    def _gap_filtered(self, store: Store, gap: int) -> ListedWindowIndex:
+        """The windows whose consecutive frames are at most `gap` original frames apart."""
+        fs, f = self.frameskip, self.num_frames
+        starts = []
+        for e in self.index.episodes.tolist():
+            a, b = int(store.episode_starts[e]), int(store.episode_ends[e])
+            index = store.read_rows("frame_index", a, b)
+            n = b - a - f * fs + 1
+            ok = np.ones(max(n, 0), bool)
+            for k in range(f - 1):
+                ok &= (index[(k + 1) * fs : (k + 1) * fs + n] - index[k * fs : k * fs + n]) <= gap
+            starts.append(np.flatnonzero(ok))
+        return ListedWindowIndex(self.index.episodes, store.episode_starts[self.index.episodes], starts)
 
     # -- normalisation ---------------------------------------------------------------------------
     def _moments(self, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -176,20 +227,40 @@ class WindowDataset(torch.utils.data.Dataset):
     def _build_cache(self, store: Store) -> None:
         starts, ends = store.episode_starts[self.episodes], store.episode_ends[self.episodes]
         total = int((ends - starts).sum())
-        frames = torch.empty((total, *self.frame_shape), dtype=torch.uint8)
         pos = np.zeros(store.num_frames, np.int64)
-        at = 0
-        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
-            store.read_frames(np.arange(a, b), out=frames[at : at + b - a].numpy())
-            pos[a:b] = np.arange(at, at + b - a)
-            at += b - a
-        self._frames = frames.share_memory_()
+        for camera in self.cameras:
+            frames = torch.empty((total, *self.frame_shape), dtype=torch.uint8)
+            at = 0
+            for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+                store.read_frames(np.arange(a, b), out=frames[at : at + b - a].numpy(), camera=camera)
+                pos[a:b] = np.arange(at, at + b - a)
+                at += b - a
+            self._frames[camera] = frames.share_memory_()
         self._frame_pos = pos
-        log.info("cached %d frames (%.0f MB) of the %s split in shared memory", total, frames.nbytes / 1e6, self.split)
+        log.info("cached %d frames (%.0f MB) of the %s split in shared memory", total, self.cache_bytes / 1e6,
+                 self.split)
 
     @property
     def cache_bytes(self) -> int:
-        return 0 if self._frames is None else self._frames.nbytes
+        return sum(f.nbytes for f in self._frames.values())
+
+    def _frames_of(self, camera: str, ids: np.ndarray) -> torch.Tensor:
+        """`(n, H, W, 3)` uint8 frames of one camera."""
+        if camera in self._frames:
+            return self._frames[camera][torch.from_numpy(self._frame_pos[ids])]
+        return torch.from_numpy(self.store.read_frames(ids, camera=camera))
+
+    def _visual(self, ids: np.ndarray) -> torch.Tensor:
+        """The item's `visual` (see the module docstring), a view of HWC frames."""
+        frames = [self._frames_of(c, ids) for c in self.cameras]
+        if self.fuse == "side_by_side":
+            return torch.cat(frames, dim=2).permute(0, 3, 1, 2)
+        if self.fuse == "channel_stack":
+            gray = (frames[1].double() @ torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64)).round().to(torch.uint8)
+            return torch.stack([frames[0][..., 0], frames[0][..., 1], gray], dim=-1).permute(0, 3, 1, 2)
+        if len(frames) == 1:
+            return frames[0].permute(0, 3, 1, 2)
+        return torch.stack(frames, dim=1).permute(0, 1, 4, 2, 3)
 
     # -- items ---------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -215,10 +286,7 @@ class WindowDataset(torch.utils.data.Dataset):
     def _read(self, episode: int, start: int, g: int, n: int) -> dict[str, Any]:
         fs = self.frameskip
         ids = g + np.arange(n, dtype=np.int64) * fs
-        if self._frames is not None:
-            visual = self._frames[torch.from_numpy(self._frame_pos[ids])]
-        else:
-            visual = torch.from_numpy(self.store.read_frames(ids))
+        visual = self._visual(ids)
         store = self.store
         state = store.read_rows("state", g, g + n * fs)[::fs]
         proprio = state[:, self.proprio_slice[0] : self.proprio_slice[1]]
@@ -228,14 +296,17 @@ class WindowDataset(torch.utils.data.Dataset):
         if self.normalize:
             proprio = (proprio - self._proprio_mean) / self._proprio_std
             action = (action - self._action_mean) / self._action_std
-        return {
-            "visual": visual.permute(0, 3, 1, 2),
+        item = {
+            "visual": visual,
             "proprio": torch.from_numpy(np.ascontiguousarray(proprio, np.float32)),
             "action": torch.from_numpy(np.ascontiguousarray(action, np.float32).reshape(n, fs * self.action_dim)),
             "state": torch.from_numpy(np.ascontiguousarray(state)),
             "episode": episode,
             "start": start,
         }
+        if self.has_frame_index:
+            item["frame_index"] = torch.from_numpy(store.read_rows("frame_index", ids))
+        return item
 
     def _nonfinite(self, episode: int, start: int, action: np.ndarray, proprio: np.ndarray) -> NonFiniteDataError:
         """The error for a window whose action or proprio rows hold NaN/Inf, naming episode, step and field."""

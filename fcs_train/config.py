@@ -29,6 +29,9 @@ class DataConfig(_Section):
     split_seed: int = 42
     num_workers: int = Field(default=4, ge=0)
     cache: bool = Field(default=False, description="keep the store's frames in shared memory")
+    cameras: list[str] | None = Field(default=None, description="the store's cameras to train on (None: the first)")
+    fuse: Literal["side_by_side", "channel_stack"] | None = Field(
+        default=None, description="how several cameras become the one image per frame the model takes")
     multiprocessing_context: Literal["fork", "forkserver", "spawn"] | None = None
 
 

@@ -171,8 +171,11 @@ class Trainer:
         self.ckpt_dir = cfg.train.run_dir / "checkpoints"
 
         d = cfg.data
+        if d.cameras is not None and len(d.cameras) > 1 and d.fuse is None:
+            raise TrainError(f"data.cameras {d.cameras}: the model takes one image per frame; set data.fuse to "
+                             "side_by_side or channel_stack")
         common = dict(num_hist=d.num_hist, num_pred=d.num_pred, frameskip=d.frameskip, split_ratio=d.split_ratio,
-                      seed=d.split_seed)
+                      seed=d.split_seed, cameras=d.cameras, fuse=d.fuse)
         self.train_ds = WindowDataset(d.store, split="train", cache=d.cache, **common)
         self.val_ds = WindowDataset(d.store, split="val", cache=d.cache, **common)
         need = (d.num_hist + d.num_pred) * d.frameskip

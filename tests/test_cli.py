@@ -25,7 +25,7 @@ def test_layouts_lists_the_builtins() -> None:
     res = runner.invoke(app, ["layouts"])
     assert res.exit_code == 0
     assert "franka_cube_stack_v1" in res.output and "franka_cube_stack_min" in res.output
-    res = runner.invoke(app, ["layouts", "franka_cube_stack_v1"])
+    res = runner.invoke(app, ["layouts", "show", "franka_cube_stack_v1"])
     assert res.exit_code == 0 and "joint_pos" in res.output
 
 

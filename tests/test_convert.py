@@ -28,6 +28,7 @@ from fcs_data.converters.to_zarr import (
 )
 from fcs_data.errors import LockedError, StoreError, UnsafePickleError
 from fcs_data.format import PROGRESS_FILE, RGB, shard_file
+from fcs_data.sources.detect import DetectionError
 from fcs_data.stats import array_stats
 from fcs_data.store import open_store
 from fcs_data.synth import synthesize
@@ -108,7 +109,7 @@ def test_min_logger_is_brought_to_store_conventions(pristine_min: Path, tmp_path
         assert len(ep) == n - 1  # the last frame has no forward action
         np.testing.assert_array_equal(ep.rgb[:], bgr[: n - 1, :, :, ::-1].astype(np.uint8))
         np.testing.assert_array_equal(ep.state[:], state[: n - 1])
-        np.testing.assert_array_equal(ep.action[:], action[1:])  # forward[t] = backward[t + 1]
+        np.testing.assert_array_equal(ep.action[:], action[1:].astype(np.float32))  # forward[t] = backward[t + 1]
         # forward now: the action's current-EE part equals the next state's EE position
         np.testing.assert_allclose(ep.action[:-1][:, 3:6], ep.state[1:][:, 0:3])
 
@@ -142,7 +143,9 @@ def test_errors_refuse_and_skip_bad_converts_the_rest(v1: Path, tmp_path: Path) 
 def test_dataset_wide_errors_refuse_even_with_skip_bad(v1: Path, tmp_path: Path) -> None:
     (v1 / "states.pth").unlink()
     with pytest.raises(ConversionRefused, match="dataset-wide"):
-        convert_to_zarr(v1, tmp_path / "s.zarr", workers=1, skip_bad=True)
+        convert_to_zarr(v1, tmp_path / "s.zarr", layout="franka_cube_stack_v1", workers=1, skip_bad=True)
+    with pytest.raises(DetectionError, match=r"franka_cube_stack_v1: needs states\.pth at the root"):
+        convert_to_zarr(v1, tmp_path / "s.zarr", workers=1, skip_bad=True)  # no layout given: nothing matches
 
 
 def test_existing_output_needs_overwrite(pristine_v1: Path, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from fcs_data.converters.to_zarr import (
     VerificationFailed,
 )
 from fcs_data.schemas import ValidationReport
+from fcs_data.sources.detect import DetectionError
 
 EXAMPLES = [
     errors.UnsafePickleError("/d/000001/property_params.pkl", "global posix.system"),
@@ -29,6 +30,7 @@ EXAMPLES = [
     ResumeMismatch("/s.zarr.partial was started from a different source"),
     VerificationFailed("/s.zarr: 3 values differ"),
     WorkerDied("a worker process died"),
+    DetectionError("/d: no built-in layout matches (franka_cube_stack_v1: needs states.pth at the root)"),
     ConversionRefused("/d: validation found 2 errors", ValidationReport(path="/d", kind="source", layout="v1")),
 ]
 

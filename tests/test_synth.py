@@ -106,4 +106,4 @@ def test_min_logger_layout_per_step_h5_bgr_float(pristine_min: Path) -> None:
         with h5py.File(d / "003.h5") as g:
             np.testing.assert_allclose(f["action"][0:3], g["eef_states"][0, 0, :3])
         cam = f["observations/color/cam_0"][()]
-    np.testing.assert_array_equal(cam, frames[4].numpy().astype(np.uint8))  # both BGR
+    np.testing.assert_array_equal(cam, frames[4].numpy().astype(np.uint8)[..., ::-1])  # the camera's RGB

@@ -240,13 +240,16 @@ def test_two_digit_names_next_to_three_digit_names_are_caught(min_logger: Path) 
     assert any(f.episode == 0 and 3 in f.steps and "twice" in f.message for f in found)
 
 
-def test_uniform_two_digit_names_are_accepted(tmp_path: Path) -> None:
+def test_step_file_names_are_checked_against_the_layouts_digits(tmp_path: Path) -> None:
     from fcs_data.synth import synthesize
 
     root = synthesize(tmp_path / "old", episodes=1, min_len=12, max_len=12, layout="franka_cube_stack_min",
                       step_digits=2)
     assert (root / "000000" / "00.h5").exists()
-    assert problems(run(root, MIN)) == []
+    f = only(run(root, MIN), "step-files")
+    assert "named like 00.h5, the layout franka_cube_stack_min says 3 digits (000.h5" in f.message
+    two_digits = MIN.model_copy(update={"sources": MIN.sources.model_copy(update={"step_digits": 2})})
+    assert problems(run(root, two_digits)) == [], "declared as written: clean"
 
 
 # ---- warnings ---------------------------------------------------------------------------------
@@ -389,3 +392,115 @@ def test_report_round_trips_through_json(v1: Path) -> None:
     again = ValidationReport.model_validate_json(report.model_dump_json(exclude={"counts"}))
     assert again.findings == report.findings
     assert pickle.loads(pickle.dumps(report)).counts == report.counts
+
+
+# ---- the per-step loggers' semantics (issue 11) -------------------------------------------------------
+
+PRIMITIVE = get_layout("franka_cube_stack_primitive")
+KEYFRAME = get_layout("franka_cube_stack_keyframe")
+
+
+@pytest.fixture(scope="module")
+def pristine_primitive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from fcs_data.synth import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("prim") / "p", episodes=2, min_len=14, max_len=16, seed=3,
+                      layout="franka_cube_stack_primitive")
+
+
+@pytest.fixture
+def primitive(pristine_primitive: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(pristine_primitive, tmp_path / "p"))
+
+
+def _edit_h5(path: Path, dataset: str, fn) -> None:
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        value = fn(f[dataset][()])
+        del f[dataset]
+        f.create_dataset(dataset, data=value)
+
+
+def test_clean_primitive_dataset_has_no_findings(pristine_primitive: Path) -> None:
+    assert problems(run(pristine_primitive, PRIMITIVE)) == []
+
+
+def test_a_gap_in_primitive_step_files_is_an_error(primitive: Path) -> None:
+    (primitive / "000001" / "05.h5").unlink()
+    f = only(run(primitive, PRIMITIVE), "step-files")
+    assert f.episode == 1 and f.steps == [5] and f.severity == "error"
+
+
+def test_mixed_two_and_three_digit_step_names_are_an_error(primitive: Path) -> None:
+    (primitive / "000000" / "07.h5").rename(primitive / "000000" / "007.h5")
+    f = run(primitive, PRIMITIVE).of("step-files")[0]
+    assert f.episode == 0 and 7 in f.steps and f.severity == "error"
+
+
+def test_a_step_that_does_not_start_where_the_last_ended_is_reported(primitive: Path) -> None:
+    _edit_h5(primitive / "000000" / "06.h5", "action", lambda a: a + np.array([0.02, 0, 0, 0, 0, 0, 0, 0], a.dtype))
+    report = run(primitive, PRIMITIVE)
+    f = only(report, "segment-continuity")
+    assert (f.episode, f.steps, f.field) == (0, [6], "action.start_pos") and "20.0 mm" in f.message
+    assert only(report, "action-anchor-outliers").steps == [6], "and step 6 does not start at obs[6]"
+
+
+def test_observations_logged_after_their_actions_are_an_error_with_the_hint(primitive: Path) -> None:
+    import h5py
+
+    d = primitive / "000001"
+    steps = sorted(d.glob("*.h5"))
+    actions = [h5py.File(p)["action"][()] for p in steps]
+    for t, p in enumerate(steps[1:], 1):  # action[t] holds what action[t-1] held: the obs came after its action
+        _edit_h5(p, "action", lambda a, t=t: actions[t - 1])
+    f = only(run(primitive, PRIMITIVE), "action-anchor")
+    assert f.episode == 1 and f.severity == "error" and f.field == "action.start_pos"
+    assert "observation was logged after its action (a one-step shift)" in f.hint
+
+
+def test_gripper_values_other_than_0_and_1_are_reported(primitive: Path) -> None:
+    _edit_h5(primitive / "000000" / "03.h5", "action", lambda a: np.where(np.arange(8) == 3, 0.5, a).astype(a.dtype))
+    f = only(run(primitive, PRIMITIVE), "gripper-values")
+    assert (f.episode, f.steps, f.field) == (0, [3], "action.start_gripper") and "0.5" in f.message
+
+
+def test_nan_in_a_primitive_action_is_an_error(primitive: Path) -> None:
+    _edit_h5(primitive / "000001" / "04.h5", "action", lambda a: np.where(np.arange(8) == 5, np.nan, a).astype(a.dtype))
+    f = only(run(primitive, PRIMITIVE), "nonfinite")
+    assert (f.episode, f.steps, f.field) == (1, [4], "action.end_pos")
+
+
+def test_an_unremoved_environment_offset_is_named(primitive: Path) -> None:
+    offset = np.array([2.5, 5.0, 0.0])
+    for p in (primitive / "000000").glob("*.h5"):
+        _edit_h5(p, "eef_states", lambda s: s + np.tile(np.concatenate([offset, offset, np.zeros(8)]), 1).reshape(
+            s.shape).astype(s.dtype))
+        _edit_h5(p, "action", lambda a: a + np.concatenate([offset, [0], offset, [0]]).astype(a.dtype))
+    f = only(run(primitive, PRIMITIVE), "out-of-reach")
+    assert f.episode == 0 and "(+2.5, +5.0, 0)" in f.hint
+
+
+def test_frames_whose_channel_order_looks_swapped_are_a_warning_with_evidence(pristine_min: Path) -> None:
+    report = run(pristine_min, get_layout("franka_cube_stack_min+rgb"))  # the frames are BGR
+    found = report.of("channel-order")
+    assert len(found) == 3 and found[0].severity == "warning"
+    assert "matches it with the channels reversed" in found[0].message and "the frames are BGR" in found[0].message
+
+
+def test_quaternions_in_the_other_order_are_a_warning(tmp_path: Path) -> None:
+    from fcs_data.synth import synthesize
+
+    root = synthesize(tmp_path / "q", episodes=3, min_len=14, max_len=16, seed=3, layout="franka_cube_stack_min")
+    found = run(root, get_layout("franka_cube_stack_min+xyzw")).of("quaternion-order")
+    assert found and all(f.field == "state.ee_quat" and "read as wxyz" in f.message for f in found)
+
+
+def test_keyframe_indices_that_do_not_increase_are_an_error(tmp_path: Path) -> None:
+    from fcs_data.synth import synthesize
+
+    root = synthesize(tmp_path / "k", episodes=2, min_len=10, max_len=12, seed=3, layout="franka_cube_stack_keyframe")
+    assert problems(run(root, KEYFRAME)) == []
+    _edit_h5(root / "000001" / "004.h5", "info/original_frame_idx", lambda v: np.asarray(0, v.dtype))
+    f = only(run(root, KEYFRAME), "frame-index")
+    assert f.episode == 1 and f.steps == [4]

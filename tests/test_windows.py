@@ -15,6 +15,7 @@ from helpers import load_pkl
 
 from fcs_data.converters.to_zarr import convert_to_zarr
 from fcs_data.errors import NonFiniteDataError
+from fcs_data.loader import collate_windows
 from fcs_data.splits import split_episodes
 from fcs_data.store import open_store
 from fcs_data.synth import synthesize
@@ -253,3 +254,76 @@ def test_ten_million_windows_take_almost_no_memory() -> None:
 
 def test_windows_per_episode_uses_frames_times_frameskip() -> None:
     np.testing.assert_array_equal(windows_per_episode([19, 20, 21, 5], 4, 5), [0, 1, 2, 0])
+
+
+# ---- several cameras and keyframes (issue 11) ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_cameras(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("cams")
+    src = synthesize(tmp / "raw", episodes=3, min_len=14, max_len=16, seed=5, layout="franka_cube_stack_primitive+cams2")
+    return convert_to_zarr(src, tmp / "s.zarr", workers=1).store
+
+
+def test_cameras_come_stacked_or_fused_as_the_logger_fused_them(two_cameras: Path) -> None:
+    store = open_store(two_cameras)
+    assert store.cameras == ["cam_0", "cam_1"]
+    one = WindowDataset(two_cameras, num_hist=2, frameskip=2, split="all")
+    both = WindowDataset(two_cameras, num_hist=2, frameskip=2, split="all", cameras=["cam_0", "cam_1"])
+    sbs = WindowDataset(two_cameras, num_hist=2, frameskip=2, split="all", cameras=["cam_0", "cam_1"],
+                        fuse="side_by_side")
+    chs = WindowDataset(two_cameras, num_hist=2, frameskip=2, split="all", cameras=["cam_0", "cam_1"],
+                        fuse="channel_stack")
+    item, stacked = one[3], both[3]
+    assert item["visual"].shape == (3, 3, 224, 224) and stacked["visual"].shape == (3, 2, 3, 224, 224)
+    assert torch.equal(stacked["visual"][:, 0], item["visual"])
+    g = int(store.episode_starts[item["episode"]]) + item["start"]
+    cam1 = torch.from_numpy(store.read_frames(np.array([g]), camera="cam_1"))[0].permute(2, 0, 1)
+    assert torch.equal(stacked["visual"][0, 1], cam1)
+    assert sbs[3]["visual"].shape == (3, 3, 224, 448)
+    assert torch.equal(sbs[3]["visual"][:, :, :, 224:], stacked["visual"][:, 1])
+    fused = chs[3]["visual"]
+    assert torch.equal(fused[:, :2], item["visual"][:, :2])
+    gray = (stacked["visual"][:, 1].double() * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1).round()
+    assert torch.equal(fused[:, 2], gray.to(torch.uint8))
+    batch = collate_windows([both[0], both[1]])
+    assert batch["visual"].shape == (2, 3, 2, 3, 224, 224) and torch.equal(batch["visual"][1], both[1]["visual"])
+    cached = WindowDataset(two_cameras, num_hist=2, frameskip=2, split="all", cameras=["cam_0", "cam_1"], cache=True)
+    assert torch.equal(cached[3]["visual"], stacked["visual"])
+    with pytest.raises(ValueError, match="channel_stack fuses exactly two cameras"):
+        WindowDataset(two_cameras, num_hist=2, cameras=["cam_0"], fuse="channel_stack")
+    with pytest.raises(ValueError, match="not \\['cam_9'\\]"):
+        WindowDataset(two_cameras, num_hist=2, cameras=["cam_0", "cam_9"])
+
+
+@pytest.fixture(scope="module")
+def keyframes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("kf")
+    src = synthesize(tmp / "raw", episodes=3, min_len=12, max_len=14, seed=6, layout="franka_cube_stack_keyframe")
+    return convert_to_zarr(src, tmp / "s.zarr", workers=1).store
+
+
+def test_keyframe_windows_carry_their_original_frame_numbers_and_can_respect_real_time(keyframes: Path) -> None:
+    store = open_store(keyframes)
+    every = WindowDataset(keyframes, num_hist=2, frameskip=1, split="all")
+    index = {e: store.read_rows("frame_index", int(store.episode_starts[e]), int(store.episode_ends[e]))
+             for e in range(store.num_episodes)}
+    gaps = [int(np.diff(every[i]["frame_index"].numpy()).max()) for i in range(len(every))]
+    limit = int(np.median(gaps))
+    near = WindowDataset(keyframes, num_hist=2, frameskip=1, split="all", max_frame_gap=limit)
+    assert 0 < len(near) < len(every)
+    assert len(near) == sum(g <= limit for g in gaps)
+    for i in range(len(near)):
+        item = near[i]
+        steps = item["start"] + np.arange(3)
+        np.testing.assert_array_equal(item["frame_index"].numpy(), index[item["episode"]][steps])
+        assert np.diff(item["frame_index"].numpy()).max() <= limit
+    with pytest.raises(ValueError, match="max_frame_gap needs a keyframe store"):
+        WindowDataset(two_cameras_free_v1(keyframes.parent), num_hist=1, max_frame_gap=3)
+
+
+def two_cameras_free_v1(folder: Path) -> Path:
+    """A v1 store (no frame indices) in `folder`."""
+    src = synthesize(folder / "v1raw", episodes=2, min_len=20, max_len=20, seed=1)
+    return convert_to_zarr(src, folder / "v1.zarr", workers=1, overwrite=True).store

@@ -36,10 +36,16 @@ import zarr
 from fcs_data._chunks import ArrayReader
 from fcs_data._lock import exclusive_lock
 from fcs_data._pool import WorkerPool
-from fcs_data.converters.zarr_store import FrameWriter, create_arrays, fsync_tree, writable
+from fcs_data.converters.zarr_store import (
+    FrameWriter,
+    create_arrays,
+    frame_arrays,
+    fsync_tree,
+    row_arrays,
+    writable,
+)
 from fcs_data.errors import FcsError
 from fcs_data.format import (
-    ACTION,
     AUTO_CODEC,
     AUTO_MIN_SAVING,
     CODEC_CHOICES,
@@ -53,12 +59,14 @@ from fcs_data.format import (
     RGB,
     ROOT_ATTR,
     STATE,
+    camera_array,
     codec_preset,
+    step_array,
 )
 from fcs_data.schemas import Layout, ValidationReport, get_layout
 from fcs_data.schemas.store import EpisodeMeta, Provenance, SplitStats, StoreMetadata, StoreStats
-from fcs_data.sources import LoggerSource, open_source
-from fcs_data.sources.conventions import conversion_notes, frames_to_store, lowdim_to_store, store_length
+from fcs_data.sources import LoggerSource, StepArrays, open_source
+from fcs_data.sources.conventions import conversion_notes, frames_to_store, steps_to_store, store_length
 from fcs_data.splits import DEFAULT_SPLIT_RATIO, DEFAULT_SPLIT_SEED, split_episodes
 from fcs_data.stats import array_stats, channel_histogram, image_stats
 from fcs_data.validation.source import validate_source
@@ -116,6 +124,7 @@ class ConversionResult:
     idle_rss_worker_mb: float
     verified: bool
     timings: dict[str, float] = field(default_factory=dict)
+    detected: list[str] = field(default_factory=list)
 
 
 def _peak_rss_mb() -> float:
@@ -201,7 +210,7 @@ class _Job:
         self.out = out
         self.source = open_source(self.plan.source, self.plan.layout)
         self._frames_cache: tuple[int, torch.Tensor] | None = None
-        self._writer: FrameWriter | None = None
+        self._writers: dict[str, FrameWriter] = {}
         self._readers: dict[str, ArrayReader] = {}
         self.idle_rss_mb = _rss_mb()
 
@@ -211,51 +220,60 @@ class _Job:
             self._frames_cache = (src, self.source.open_frames(src))
         return self._frames_cache[1]
 
-    def converted_frames(self, shard: int) -> tuple[np.ndarray, int]:
-        """Store frames of one shard, converted from the source, and the source bytes read."""
-        plan = self.plan
+    def converted_frames(self, shard: int) -> tuple[dict[str, np.ndarray], int]:
+        """Store frames of one shard for every camera (`camera array -> (n, H, W, 3)`), and the bytes read."""
+        plan, layout = self.plan, self.plan.layout
         a = shard * plan.shard_frames
         n = min(plan.shard_frames, plan.num_frames - a)
-        block = np.empty((n, *plan.layout.observation.shape), np.uint8)
+        blocks = {RGB: np.empty((n, *layout.observation.shape), np.uint8)}
+        blocks |= {camera_array(c.name): np.empty((n, *c.shape), np.uint8) for c in layout.cameras}
         read = 0
         for e, lo, hi, off in plan.pieces(shard):
+            src = plan.episodes[e]
             raw = self._source_frames(e)[lo:hi].numpy()
             read += raw.nbytes
-            block[off : off + hi - lo] = frames_to_store(raw, plan.layout, plan.episodes[e], lo)
-        return block, read
+            blocks[RGB][off : off + hi - lo] = frames_to_store(raw, layout, src, lo)
+            for cam in layout.cameras:
+                raw = self.source.read_camera(src, cam, lo, hi)
+                read += raw.nbytes
+                blocks[camera_array(cam.name)][off : off + hi - lo] = frames_to_store(
+                    raw, layout, src, lo, channel_order=cam.channel_order)
+        return blocks, read
 
     def write_shard(self, shard: int) -> dict:
-        block, read = self.converted_frames(shard)
-        if self._writer is None:
-            self._writer = FrameWriter(self.out)
-        self._writer.write_shard(shard, block)
-        return {"shard": shard, "hist": channel_histogram(block).tolist(), "bytes": read, "frames": len(block),
-                "rss_mb": _peak_rss_mb(), "idle_rss_mb": self.idle_rss_mb}
+        blocks, read = self.converted_frames(shard)
+        for array, block in blocks.items():
+            if array not in self._writers:
+                self._writers[array] = FrameWriter(self.out, array)
+            self._writers[array].write_shard(shard, block)
+        return {"shard": shard, "hists": {k: channel_histogram(v).tolist() for k, v in blocks.items()},
+                "bytes": read, "frames": len(blocks[RGB]), "rss_mb": _peak_rss_mb(), "idle_rss_mb": self.idle_rss_mb}
 
-    def _source_lowdim(self, store_episode: int) -> tuple[np.ndarray, np.ndarray]:
-        """State and action of one episode as logged (valid steps only)."""
+    def _source_steps(self, store_episode: int) -> StepArrays:
+        """State, action and per-step fields of one episode as logged (valid steps only)."""
         src = self.plan.episodes[store_episode]
-        return self.source.read_lowdim(src, self.plan.source_lengths[store_episode])
+        return self.source.read_steps(src, self.plan.source_lengths[store_episode])
 
     def episode_lowdim(self, store_episode: int) -> dict:
-        """Forward-aligned state/action of one episode, its params and the hash of its source."""
+        """Forward-aligned rows of one episode (state, action, per-step fields), its params and the hash
+        of its source."""
         src = self.plan.episodes[store_episode]
         length = self.plan.source_lengths[store_episode]
-        state, action = self._source_lowdim(store_episode)
+        steps = self._source_steps(store_episode)
         h = hashlib.blake2b(digest_size=32)
-        h.update(np.ascontiguousarray(state).tobytes())
-        h.update(np.ascontiguousarray(action).tobytes())
+        h.update(np.ascontiguousarray(steps.state).tobytes())
+        h.update(np.ascontiguousarray(steps.action).tobytes())
         ep_dir = self.source.root / f"{src:06d}"
         for p in sorted(ep_dir.iterdir()):
             if p.is_file():
                 h.update(p.name.encode())
                 with p.open("rb") as f:
                     h.update(hashlib.file_digest(f, "blake2b").digest())
-        state, action = lowdim_to_store(state, action, self.plan.layout)
+        steps = steps_to_store(steps, self.plan.layout)
         meta = EpisodeMeta(source_index=src, source_dir=ep_dir.name, source_length=length,
                            params=self.source.read_params(src), content_hash=h.hexdigest())
-        return {"episode": store_episode, "state": state, "action": action, "meta": meta.model_dump(mode="json"),
-                "rss_mb": _peak_rss_mb()}
+        return {"episode": store_episode, "rows": {"state": steps.state, "action": steps.action, **steps.fields},
+                "meta": meta.model_dump(mode="json"), "rss_mb": _peak_rss_mb()}
 
     def _reader(self, array: str) -> ArrayReader:
         if array not in self._readers:
@@ -265,18 +283,21 @@ class _Job:
     def verify_shard(self, shard: int) -> list[str]:
         expected, _ = self.converted_frames(shard)
         a = shard * self.plan.shard_frames
-        got = np.empty_like(expected)
-        self._reader(RGB).read_into(np.arange(a, a + len(expected)), got)
-        bad = np.flatnonzero((got != expected).reshape(len(got), -1).any(axis=1))
-        return [f"frame {a + int(i)} differs from the source" for i in bad[:5]]
+        out = []
+        for array, block in expected.items():
+            got = np.empty_like(block)
+            self._reader(array).read_into(np.arange(a, a + len(block)), got)
+            bad = np.flatnonzero((got != block).reshape(len(got), -1).any(axis=1))
+            out += [f"{array} frame {a + int(i)} differs from the source" for i in bad[:5]]
+        return out
 
     def verify_episode(self, store_episode: int) -> list[str]:
-        state, action = lowdim_to_store(*self._source_lowdim(store_episode), self.plan.layout)
+        steps = steps_to_store(self._source_steps(store_episode), self.plan.layout)
         a = int(self.plan.episode_starts[store_episode])
         b = int(self.plan.episode_ends[store_episode])
         out = []
-        for name, array, expected in (("state", STATE, state), ("action", ACTION, action)):
-            if not np.array_equal(self._reader(array).read(a, b), expected, equal_nan=True):
+        for name, expected in {"state": steps.state, "action": steps.action, **steps.fields}.items():
+            if not np.array_equal(self._reader(step_array(name)).read(a, b), expected, equal_nan=True):
                 out.append(f"episode {store_episode} (source {self.plan.episodes[store_episode]}): {name} differs")
         return out
 
@@ -409,10 +430,17 @@ def convert_to_zarr(
 ) -> ConversionResult:
     """Convert the logger dataset `src` into the fcs store `out` (default: `SRC.zarr` beside it).
 
+    `layout`: a layout name (with `+variant`s), file or `Layout`; None detects it (`fcs layouts detect`).
     `codec`: `auto` (default), `none`, `lz4`, `lz4-bit` or `zstd` (docs/FORMAT.md).
     """
     t_start = time.perf_counter()
     src = Path(src)
+    detected: list[str] = []
+    if layout is None:
+        from fcs_data.sources.detect import detect_layout
+
+        detection = detect_layout(src)
+        layout, detected = detection.layout, detection.lines
     layout = get_layout(layout)
     if codec not in CODEC_CHOICES:
         raise KeyError(f"unknown codec {codec!r}; presets: {', '.join(CODEC_CHOICES)}")
@@ -432,8 +460,10 @@ def convert_to_zarr(
             resume = False  # nothing to resume: start fresh
         with WorkerPool(workers) as pool:
             try:
-                return _convert(src, out, partial, layout, codec, pool, resume, skip_bad, verify, shard_frames,
-                                progress, command, t_start)
+                result = _convert(src, out, partial, layout, codec, pool, resume, skip_bad, verify, shard_frames,
+                                  progress, command, t_start)
+                result.detected = detected
+                return result
             except OSError as e:
                 if not partial.exists():
                     raise
@@ -471,8 +501,7 @@ def _convert(src: Path, out: Path, partial: Path, layout: Layout, codec: str, po
                 "run with the same options, or --overwrite to start over"
             )
     else:
-        create_arrays(partial, frame_shape=layout.observation.shape, episode_ends=plan.episode_ends,
-                      state_dim=layout.state_dim, action_dim=layout.action_dim, codec=codec_preset(plan.codec),
+        create_arrays(partial, layout=layout, episode_ends=plan.episode_ends, codec=codec_preset(plan.codec),
                       shard_frames=shard_frames)
         zarr.open_group(str(partial), mode="r+").attrs.update({PARTIAL_ATTR: {"fingerprint": fingerprint}})
     lowdim_rec, shard_recs = _read_progress(partial / PROGRESS_FILE)
@@ -484,24 +513,25 @@ def _convert(src: Path, out: Path, partial: Path, layout: Layout, codec: str, po
         if lowdim_rec is None:
             t0 = time.perf_counter()
             total = plan.num_frames
-            state = np.zeros((total, layout.state_dim), np.float32)
-            action = np.zeros((total, layout.action_dim), np.float32)
+            rows = {name: np.zeros((total, *shape), dtype) for name, (shape, dtype) in row_arrays(layout).items()}
             metas: list[dict] = [{}] * len(plan.episodes)
             for done, d in enumerate(runner.map("episode_lowdim", range(len(plan.episodes))), 1):
                 e = d["episode"]
                 a, b = int(plan.episode_starts[e]), int(plan.episode_ends[e])
-                state[a:b], action[a:b] = d["state"], d["action"]
+                for name, values in d["rows"].items():
+                    rows[name][a:b] = values
                 metas[e] = d["meta"]
                 worker_rss = max(worker_rss, d["rss_mb"])
                 if progress.episodes:
                     progress.episodes(done, len(plan.episodes))
-            for array, values in ((STATE, state), (ACTION, action)):
-                writable(partial, array)[:] = values
-                fsync_tree(partial / array)
+            for name, values in rows.items():
+                writable(partial, step_array(name))[:] = values
+                fsync_tree(partial / step_array(name))
+            state, action = rows["state"], rows["action"]
             lowdim_rec = {"lowdim": True, "episodes": metas, "stats": _lowdim_stats(state, action, layout),
                           "norm_stats": _default_split_stats(plan, state, action, layout).model_dump()}
             log.append(lowdim_rec)
-            del state, action
+            del state, action, rows
             timings["episodes"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -542,8 +572,11 @@ def _convert(src: Path, out: Path, partial: Path, layout: Layout, codec: str, po
             verified = True
             timings["verify"] = time.perf_counter() - t0
 
-        hist = np.sum([np.asarray(r["hist"], np.int64) for r in shard_recs.values()], axis=0)
-        stats = StoreStats.model_validate({**lowdim_rec["stats"], "rgb": image_stats(hist).model_dump()})
+        hists = {array: image_stats(np.sum([np.asarray(r["hists"][array], np.int64) for r in shard_recs.values()],
+                                           axis=0)).model_dump()
+                 for array in frame_arrays(layout)}
+        stats = StoreStats.model_validate({**lowdim_rec["stats"], "rgb": hists[RGB],
+                                           "cameras": {c.name: hists[camera_array(c.name)] for c in layout.cameras}})
         conversions = conversion_notes(layout)
         metadata = StoreMetadata(
             fcs_format=FORMAT_VERSION, layout=layout, num_episodes=len(plan.episodes), num_frames=plan.num_frames,

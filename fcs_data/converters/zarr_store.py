@@ -14,43 +14,45 @@ import numpy as np
 import zarr
 
 from fcs_data.format import (
-    ACTION,
     DATA,
     EPISODE_ENDS,
     META,
     RGB,
-    STATE,
     ArraySpec,
+    camera_array,
     episode_ends_spec,
     frames_spec,
     rows_spec,
     shard_file,
+    step_array,
 )
+from fcs_data.schemas import Layout
 from fcs_data.schemas.codec import Codec
 
 
-def create_arrays(
-    path: str | Path,
-    *,
-    frame_shape: tuple[int, int, int],
-    episode_ends: np.ndarray,
-    state_dim: int,
-    action_dim: int,
-    codec: Codec,
-    shard_frames: int,
-) -> zarr.Group:
+def frame_arrays(layout: Layout) -> dict[str, tuple[int, int, int]]:
+    """Camera array -> frame shape: `data/rgb` for the observation, `data/rgb_<name>` for further cameras."""
+    return {RGB: layout.observation.shape, **{camera_array(c.name): c.shape for c in layout.cameras}}
+
+
+def row_arrays(layout: Layout) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Per-step array name -> (row shape, dtype): state, action and the layout's per-step fields."""
+    return {"state": ((layout.state_dim,), "float32"), "action": ((layout.action_dim,), "float32"),
+            **{name: ((), "int64") for name in layout.step_fields}}
+
+
+def create_arrays(path: str | Path, *, layout: Layout, episode_ends: np.ndarray, codec: Codec,
+                  shard_frames: int) -> zarr.Group:
     """A new store at `path` with empty arrays of their final shapes and `meta/episode_ends` written."""
     ends = np.asarray(episode_ends, dtype=np.int64)
     total = int(ends[-1]) if len(ends) else 0
     root = zarr.open_group(str(path), mode="w-", zarr_format=3)
     root.create_group(DATA)
     root.create_group(META)
-    specs: dict[str, ArraySpec] = {
-        RGB: frames_spec(total, frame_shape, codec, shard_frames),
-        STATE: rows_spec(total, (state_dim,), "float32", "state"),
-        ACTION: rows_spec(total, (action_dim,), "float32", "action"),
-        EPISODE_ENDS: episode_ends_spec(len(ends)),
-    }
+    specs: dict[str, ArraySpec] = {array: frames_spec(total, shape, codec, shard_frames)
+                                   for array, shape in frame_arrays(layout).items()}
+    specs |= {step_array(name): rows_spec(total, shape, dtype, name) for name, (shape, dtype) in row_arrays(layout).items()}
+    specs[EPISODE_ENDS] = episode_ends_spec(len(ends))
     for name, spec in specs.items():
         zarr.create_array(root.store, name=name, **spec.create_kwargs())
     if len(ends):
@@ -79,11 +81,11 @@ def fsync_tree(path: str | Path) -> None:
 
 
 class FrameWriter:
-    """Writes whole shards of `data/rgb` (one process per shard) and flushes them to disk."""
+    """Writes whole shards of a camera array (one process per shard) and flushes them to disk."""
 
-    def __init__(self, store: str | Path):
-        self.store = Path(store)
-        self.array = writable(self.store, RGB)
+    def __init__(self, store: str | Path, array: str = RGB):
+        self.store, self.name = Path(store), array
+        self.array = writable(self.store, array)
         self.shard_frames = int(self.array.shards[0])
 
     def write_shard(self, shard: int, frames: np.ndarray) -> None:
@@ -92,4 +94,4 @@ class FrameWriter:
         if len(frames) != stop - start:
             raise ValueError(f"shard {shard} holds {stop - start} frames, got {len(frames)}")
         self.array[start:stop] = frames
-        fsync_path(shard_file(self.store, shard))
+        fsync_path(shard_file(self.store, shard, self.name))

@@ -1,9 +1,14 @@
 """`Layout`: what a logger wrote, declared as data.
 
 A layout names every slice of the state and action vectors (with units, kinds and bounds),
-describes the observation frames and says where each array lives on disk. The validator,
-the converter and the window sampler all read shapes from here, so a new logger variant is a
-YAML file, not new code.
+describes the observation frames (and further cameras), says where each array lives on disk, and
+lists the variants its logger went through (a fix that changed the channel order, the action
+alignment, the quaternion order, ...) as named overrides of its own fields. The validator, the
+converter, the detector and the window sampler all read shapes from here, so a new logger, or a new
+variant of one, is a YAML file, not new code.
+
+A variant is asked for by name after a `+`: `franka_cube_stack_min+rgb+forward` is the min layout
+with its `rgb` and `forward` variants applied (one variant per group at most).
 """
 
 from __future__ import annotations
@@ -12,20 +17,26 @@ import json
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 FieldKind = Literal[
     "position",  # Cartesian position (m); `reach` enables the workspace check
     "quaternion_wxyz",  # unit quaternion, scalar first
+    "quaternion_xyzw",  # unit quaternion, scalar last
     "gripper",  # finger opening (m)
     "joint_position",  # arm joint angles (rad)
     "joint_velocity",  # arm joint velocities (rad/s); `derivative_of` names the position field
     "target",  # an action that targets a state field (`targets`)
+    "position_start",  # an action's start position: where the state field `of` is when the step starts
+    "position_end",  # an action's end position: where the state field `of` is when the step ends
+    "gripper_command",  # 0 open, 1 closed
     "other",
 ]
+QUATERNION_KINDS = ("quaternion_wxyz", "quaternion_xyzw")
+SEGMENT_KINDS = ("position_start", "position_end")
 
 
 class _Strict(BaseModel):
@@ -47,6 +58,7 @@ class VectorField(_Strict):
     base: tuple[float, float, float] = (0.0, 0.0, 0.0)
     derivative_of: str | None = Field(default=None, description="state field this is the time derivative of")
     targets: str | None = Field(default=None, description="state field this action commands")
+    of: str | None = Field(default=None, description="state position a position_start/position_end action is of")
 
     @property
     def width(self) -> int:
@@ -68,11 +80,28 @@ class VectorField(_Strict):
             for lo, hi in self.bounds:
                 if lo > hi:
                     raise ValueError(f"field {self.name!r}: bound low {lo} > high {hi}")
-        if self.kind == "quaternion_wxyz" and self.width != 4:
+        if self.kind in QUATERNION_KINDS and self.width != 4:
             raise ValueError(f"field {self.name!r}: a quaternion has 4 dimensions, not {self.width}")
         if self.reach is not None and self.width != 3:
             raise ValueError(f"field {self.name!r}: `reach` needs a 3-D position")
+        if self.kind in SEGMENT_KINDS and self.of is None:
+            raise ValueError(f"field {self.name!r}: a {self.kind} action needs `of`, the state position it is of")
         return self
+
+
+class Camera(_Strict):
+    """A further camera: frames `(height, width, 3)` in a per-step dataset of each step file."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    height: int = Field(gt=0)
+    width: int = Field(gt=0)
+    dtype: Literal["uint8"] = "uint8"
+    channel_order: Literal["RGB", "BGR"] = "RGB"
+    step_dataset: str = Field(description="e.g. observations/color/cam_1")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.height, self.width, 3)
 
 
 class Observation(_Strict):
@@ -84,6 +113,11 @@ class Observation(_Strict):
     dtype: Literal["uint8", "float32"] = "uint8"
     channel_order: Literal["RGB", "BGR"] = "RGB"
     file: str = "obses.pth"
+    camera: str = Field(default="cam_0", pattern=r"^[a-z][a-z0-9_]*$", description="the camera these frames are of")
+    fused: Literal["side_by_side", "channel_stack", "alpha"] | None = Field(
+        default=None, description="the logger fused several cameras into this one image (kept as one image)")
+    color_dataset: str | None = Field(
+        default=None, description="per-step dataset with the same camera's RGB uint8 frames (channel-order evidence)")
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -103,6 +137,12 @@ class Sources(_Strict):
     actions_file: str = "actions.pth"
     state_dataset: str | None = None
     action_dataset: str | None = None
+    step_digits: int | None = Field(default=None, ge=1, description="step files are named with this many digits "
+                                                                     "(2: 00.h5, 3: 000.h5); None: any one width")
+    frame_index_dataset: str | None = Field(
+        default=None, description="keyframe loggers: each step's original frame index (kept in the store)")
+    requires: list[str] = Field(default_factory=list, description="datasets every step file holds (detection)")
+    excludes: list[str] = Field(default_factory=list, description="datasets no step file holds (detection)")
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -111,16 +151,25 @@ class Sources(_Strict):
         return self
 
 
+class Variant(_Strict):
+    """A named override of a layout's fields, for one change its logger went through."""
+
+    group: str = Field(description="variants of one group exclude each other (e.g. channel_order)")
+    description: str
+    set: dict[str, Any] = Field(description="fields of the layout to replace (nested mappings merge, lists replace)")
+
+
 class Layout(_Strict):
     """A logger format: state/action fields, observation frames, proprio slice, action alignment."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.+-]+$")
     description: str = ""
     state_dim: int = Field(gt=0)
     action_dim: int = Field(gt=0)
     state: list[VectorField]
     action: list[VectorField]
     observation: Observation
+    cameras: list[Camera] = Field(default_factory=list, description="further cameras, stored as data/rgb_<name>")
     proprio: str = Field(description="name of the state field fed to the model as proprioception")
     action_alignment: Literal["forward", "backward"] = Field(
         default="forward",
@@ -128,6 +177,7 @@ class Layout(_Strict):
     )
     control_hz: float = Field(default=60.0, gt=0)
     sources: Sources = Sources()
+    variants: dict[str, Variant] = Field(default_factory=dict)
 
     @field_validator("state", "action")
     @classmethod
@@ -156,12 +206,17 @@ class Layout(_Strict):
             if f.derivative_of is not None and f.derivative_of not in names:
                 raise ValueError(f"state field {f.name!r}: derivative_of {f.derivative_of!r} is not a state field")
         for f in self.action:
-            if f.targets is not None:
-                target = self.state_field(f.targets) if f.targets in names else None
+            for ref in (f.targets, f.of):
+                if ref is None:
+                    continue
+                target = self.state_field(ref) if ref in names else None
                 if target is None:
-                    raise ValueError(f"action field {f.name!r}: targets {f.targets!r} is not a state field")
+                    raise ValueError(f"action field {f.name!r}: {ref!r} is not a state field")
                 if target.width != f.width:
-                    raise ValueError(f"action field {f.name!r} has width {f.width}, its target {target.width}")
+                    raise ValueError(f"action field {f.name!r} has width {f.width}, its state field {target.width}")
+        cams = [self.observation.camera, *(c.name for c in self.cameras)]
+        if len(set(cams)) != len(cams):
+            raise ValueError(f"camera names repeat: {cams}")
         return self
 
     def state_field(self, name: str) -> VectorField:
@@ -178,6 +233,41 @@ class Layout(_Strict):
     def proprio_dim(self) -> int:
         return self.state_field(self.proprio).width
 
+    @property
+    def camera_names(self) -> list[str]:
+        """Every camera, the observation's first (stored as data/rgb), then the further ones."""
+        return [self.observation.camera, *(c.name for c in self.cameras)]
+
+    @property
+    def step_fields(self) -> list[str]:
+        """Per-step metadata kept in the store beside state and action."""
+        return ["frame_index"] if self.sources.frame_index_dataset else []
+
+    @property
+    def base_name(self) -> str:
+        return self.name.split("+", 1)[0]
+
+    def with_variants(self, names: list[str]) -> Layout:
+        """This layout with the named variants applied (the result lists none of its own)."""
+        unknown = [n for n in names if n not in self.variants]
+        if unknown:
+            raise KeyError(f"layout {self.base_name!r} has no variant {unknown[0]!r}; variants: "
+                           f"{', '.join(self.variants) or 'none'}")
+        groups: dict[str, str] = {}
+        data = self.model_dump(mode="json")
+        for n in names:
+            v = self.variants[n]
+            if v.group in groups:
+                raise ValueError(f"variants {groups[v.group]!r} and {n!r} are both {v.group!r} variants")
+            groups[v.group] = n
+            data = _merge(data, v.set)
+        data["name"] = "+".join([self.base_name, *names])
+        data["variants"] = {}
+        try:
+            return Layout.model_validate(data)
+        except ValidationError as e:
+            raise ValueError(f"layout {data['name']!r}: {e.errors()[0]['msg']}") from None
+
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
 
@@ -190,6 +280,13 @@ class Layout(_Strict):
         if not isinstance(data, dict):
             raise ValueError(f"{path}: a layout file holds one mapping, got {type(data).__name__}")
         return cls.model_validate(data)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 DEFAULT_LAYOUT = "franka_cube_stack_v1"
@@ -207,14 +304,15 @@ def builtin_layouts() -> dict[str, Layout]:
 
 
 def get_layout(name_or_path: str | Path | Layout | None = None) -> Layout:
-    """A built-in layout by name, or a layout file (YAML/JSON) by path; None gives the default."""
+    """A built-in layout by name (with `+variant`s), or a layout file (YAML/JSON) by path; None gives the default."""
     if isinstance(name_or_path, Layout):
         return name_or_path
     if name_or_path is None:
         name_or_path = DEFAULT_LAYOUT
     builtins = builtin_layouts()
-    if str(name_or_path) in builtins:
-        return builtins[str(name_or_path)]
+    base, *variants = str(name_or_path).split("+")
+    if base in builtins:
+        return builtins[base].with_variants(variants) if variants else builtins[base]
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml", ".json") or path.exists():
         if not path.is_file():

@@ -32,6 +32,8 @@ FINDING_KINDS: dict[str, tuple[Severity, str]] = {
     "nonfinite": ("error", "NaN or Inf inside an episode's valid steps"),
     "empty-dataset": ("error", "no episodes"),
     "step-files": ("error", "per-step files are missing, duplicated or misnamed"),
+    "frame-index": ("error", "keyframe indices do not increase"),
+    "action-anchor": ("error", "segment actions do not start (end) at the EE position observed: misaligned data"),
     # store errors
     "store-format": ("error", "not an fcs store, or an unsupported format version"),
     "store-shape": ("error", "store arrays disagree with episode_ends"),
@@ -47,6 +49,11 @@ FINDING_KINDS: dict[str, tuple[Severity, str]] = {
     "constant-frame": ("warning", "black or constant frames"),
     "velocity-mismatch": ("warning", "joint velocities disagree with finite differences of positions"),
     "action-alignment": ("warning", "actions match the opposite alignment better than the declared one"),
+    "action-anchor-outliers": ("warning", "some steps' segment actions do not start (end) at the EE position observed"),
+    "segment-continuity": ("warning", "a segment action does not start where the previous one ended"),
+    "gripper-values": ("warning", "gripper commands other than 0 (open) and 1 (closed)"),
+    "quaternion-order": ("warning", "the quaternions look stored in the other order (wxyz / xyzw)"),
+    "channel-order": ("warning", "the frames' channel order looks reversed against the layout"),
     "metadata-missing": ("warning", "metadata missing or incomplete; lengths taken from the frames"),
     # info
     "store-format-old": ("info", "an older store format, readable; rewrite it for checksums"),
@@ -133,6 +140,7 @@ class ValidationReport(BaseModel):
         default_factory=dict, description="valid steps of each checked episode without errors"
     )
     elapsed_s: float = 0.0
+    detected: list[str] = Field(default_factory=list, description="how the layout was detected (when not given)")
     findings: list[Finding] = Field(default_factory=list)
 
     @computed_field  # type: ignore[prop-decorator]

@@ -52,6 +52,7 @@ class StoreStats(_Model):
     action: ArrayStats
     proprio: ArrayStats
     rgb: ImageStats
+    cameras: dict[str, ImageStats] = Field(default_factory=dict, description="further cameras, by name")
 
 
 class Provenance(_Model):

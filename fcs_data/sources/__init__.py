@@ -12,11 +12,12 @@ from pathlib import Path
 
 from fcs_data.errors import SourceError
 from fcs_data.schemas import Layout
-from fcs_data.sources.base import LoggerSource, ScanResult, file_finding
+from fcs_data.sources.base import LoggerSource, ScanResult, StepArrays, file_finding
 from fcs_data.sources.global_pth import GlobalPthSource
 from fcs_data.sources.per_step_h5 import PerStepH5Source
 
-__all__ = ["GlobalPthSource", "LoggerSource", "PerStepH5Source", "ScanResult", "file_finding", "open_source"]
+__all__ = ["GlobalPthSource", "LoggerSource", "PerStepH5Source", "ScanResult", "StepArrays", "file_finding",
+           "open_source"]
 
 
 def open_source(root: str | Path, layout: Layout) -> LoggerSource:

@@ -13,6 +13,7 @@ import torch
 from fcs_data.errors import FcsError, SourceError, UnreadableFileError, UnsafePickleError
 from fcs_data.safe_io import load_pickle, load_tensor
 from fcs_data.schemas import EpisodeEntry, Finding, Layout, SourceManifest
+from fcs_data.schemas.layout import Camera
 
 _EPISODE_DIR = re.compile(r"^\d{6}$")
 
@@ -43,6 +44,16 @@ def file_finding(exc: BaseException, path: Path, root: Path, episode: int | None
         return Finding.make("missing-file", f"{rel} is missing", episode=episode, file=rel)
     reason = exc.reason if isinstance(exc, UnreadableFileError) else str(exc)
     return Finding.make("unreadable-file", f"{rel}: {reason}", episode=episode, file=rel)
+
+
+@dataclass
+class StepArrays:
+    """One episode's valid steps as logged: `state (T, S)`, `action (T, A)` float32, and per-step fields
+    the layout keeps (`frame_index (T,)` int64 for keyframe loggers)."""
+
+    state: np.ndarray
+    action: np.ndarray
+    fields: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -157,8 +168,12 @@ class LoggerSource(ABC):
         return load_tensor(self.frames_path(episode), mmap=True)
 
     @abstractmethod
-    def read_lowdim(self, episode: int, length: int) -> tuple[np.ndarray, np.ndarray]:
-        """`(state (T, S), action (T, A))` float32 for the first `length` steps, as logged."""
+    def read_steps(self, episode: int, length: int) -> StepArrays:
+        """State, action and per-step fields of the first `length` steps, as logged."""
+
+    def read_camera(self, episode: int, camera: Camera, start: int, stop: int) -> np.ndarray:
+        """Frames `[start, stop)` of a further camera of the layout, `(n, h, w, 3)` as logged."""
+        raise SourceError(f"{self.root}: {type(self).__name__} has no further cameras")
 
     def params_path(self, episode: int) -> Path:
         return self.root / f"{episode:06d}" / "property_params.pkl"

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from fcs_data.errors import FcsError
 from fcs_data.safe_io import load_tensor
 from fcs_data.schemas import Finding, SourceManifest
-from fcs_data.sources.base import LoggerSource, file_finding
+from fcs_data.sources.base import LoggerSource, StepArrays, file_finding
 
 
 class GlobalPthSource(LoggerSource):
@@ -54,11 +53,11 @@ class GlobalPthSource(LoggerSource):
             if not t.dtype.is_floating_point:
                 findings.append(Finding.make(code, f"{name} has dtype {t.dtype}, expected float32", file=name))
 
-    def read_lowdim(self, episode: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+    def read_steps(self, episode: int, length: int) -> StepArrays:
         if self._states is None:
             self._states = self._tensor(self.layout.sources.states_file)
             self._actions = self._tensor(self.layout.sources.actions_file)
         assert self._actions is not None
         state = self._states[episode, :length].to(torch.float32).numpy().copy()
         action = self._actions[episode, :length].to(torch.float32).numpy().copy()
-        return state, action
+        return StepArrays(state, action)

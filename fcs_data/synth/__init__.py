@@ -1,8 +1,18 @@
 """Synthetic logger datasets, written exactly as the Isaac Sim loggers write them.
 
-`synthesize(out, ...)` makes a dataset in a built-in layout (`franka_cube_stack_v1` by default,
-or `franka_cube_stack_min`) from kinematically consistent pick-and-place episodes rendered by a
-small pinhole renderer. Tests, docs, benchmarks and `make demo` all use it.
+`synthesize(out, ...)` makes a dataset in any built-in layout and variant from kinematically
+consistent pick-and-place episodes rendered by a small pinhole renderer:
+
+- `franka_cube_stack_v1`: dense joint-space episodes, global `states.pth`/`actions.pth`, uint8 frames;
+- `franka_cube_stack_min`: dense EE-space episodes, one `000.h5` per step, float32 frames;
+- `franka_cube_stack_keyframe`: the min logger at keyframes only, with `info/original_frame_idx`;
+- `franka_cube_stack_primitive`: one `00.h5` per motion primitive (14..25 per episode), 8-D or 6-D
+  segment actions, optionally a second camera or two cameras fused by the logger.
+
+What a variant changes (channel order, action alignment, quaternion order, cameras) is read from
+the layout's fields, so every variant is written as that logger version wrote it. The per-step
+files also hold what the real loggers write beside state and action (`positions`, `info/*`,
+`observations/color|depth/cam_i`). Tests, docs, benchmarks and `make demo` all use it.
 """
 
 from __future__ import annotations
@@ -10,29 +20,43 @@ from __future__ import annotations
 import pickle
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
 from fcs_data.schemas import Layout, get_layout
+from fcs_data.sources.conventions import fuse_cameras
 from fcs_data.synth.kinematics import Trajectory, pick_and_place
 from fcs_data.synth.render import Renderer
 
-__all__ = ["SynthEpisode", "synth_episode", "synthesize"]
+__all__ = ["SynthEpisode", "logger_family", "synth_episode", "synthesize"]
 
 
 @dataclass(frozen=True)
 class SynthEpisode:
     """One episode in the layout's own conventions (before any conversion)."""
 
-    frames: np.ndarray  # (T, H, W, 3), layout dtype and channel order
+    frames: np.ndarray  # (T, H, W, 3), layout dtype and channel order (fused when the layout says so)
     state: np.ndarray  # (T, state_dim) float32
-    action: np.ndarray  # (T, action_dim) float32, layout alignment
+    action: np.ndarray  # (T, action_dim), layout alignment
     params: dict
+    colors: dict[str, np.ndarray] = field(default_factory=dict)  # camera -> (T, h, w, 3) uint8 RGB
+    cubes: np.ndarray | None = None  # (T, n_cubes, 4) [x, y, z, yaw]
+    info: dict[str, np.ndarray] = field(default_factory=dict)  # per-step info/* datasets, (T, ...)
+
+
+def logger_family(layout: Layout) -> str:
+    """Which logger a layout describes: v1, min, keyframe or primitive."""
+    if layout.sources.kind == "global_pth":
+        return "v1"
+    if layout.sources.frame_index_dataset:
+        return "keyframe"
+    if "info/primitive_name" in layout.sources.requires:
+        return "primitive"
+    return "min"
 
 
 def _episode_rng(seed: int, index: int) -> np.random.Generator:
@@ -48,29 +72,97 @@ def _v1_arrays(traj: Trajectory) -> tuple[np.ndarray, np.ndarray]:
     return state, action.astype(np.float32)
 
 
-def _min_arrays(traj: Trajectory) -> tuple[np.ndarray, np.ndarray]:
-    ee, quat = traj.ee_pos, traj.ee_quat
-    state = np.concatenate([ee, ee, quat, quat], axis=1).astype(np.float32)
-    prev = np.concatenate([ee[:1], ee[:-1]])  # backward: action[t] moved the EE from t-1 to t
-    action = np.concatenate([prev, ee], axis=1).astype(np.float32)
-    return state, action
+def _eef_states(traj: Trajectory, idx: np.ndarray, layout: Layout) -> np.ndarray:
+    """`(T, 14)` [position, position, quaternion, quaternion] in the layout's quaternion order."""
+    quat = traj.ee_quat[idx]  # wxyz
+    if layout.state_field("ee_quat").kind == "quaternion_xyzw":
+        quat = quat[:, [1, 2, 3, 0]]
+    ee = traj.ee_pos[idx]
+    return np.concatenate([ee, ee, quat, quat], axis=1).astype(np.float32)
 
 
-def synth_episode(layout: Layout, length: int, seed: int, index: int, renderer: Renderer) -> SynthEpisode:
+def _segment_actions(ee: np.ndarray, closed: np.ndarray, layout: Layout) -> np.ndarray:
+    """Actions of segments between consecutive observations, in the layout's alignment and fields.
+
+    ee `(T, 3)` positions and closed `(T,)` gripper commands at the observations. Forward: step t
+    moves from obs t to obs t+1 (the last step stays); backward: step t moved from obs t-1 to obs t.
+    """
+    if layout.action_alignment == "forward":
+        start, end = np.arange(len(ee)), np.minimum(np.arange(len(ee)) + 1, len(ee) - 1)
+    else:
+        start, end = np.maximum(np.arange(len(ee)) - 1, 0), np.arange(len(ee))
+    action = np.zeros((len(ee), layout.action_dim))
+    source = start
+    for f in layout.action:  # a gripper command belongs to the position before it (x_s, y_s, z_s, g_s, ...)
+        if f.kind in ("position_start", "position_end"):
+            source = start if f.kind == "position_start" else end
+            action[:, f.slice] = ee[source]
+        elif f.kind == "gripper_command":
+            action[:, f.slice] = closed[source, None]
+    return action
+
+
+def _phases(ee: np.ndarray, closed: np.ndarray) -> list[str]:
+    """A primitive name per step from how the EE and the gripper move: what the logger records."""
+    names = []
+    for t in range(len(ee)):
+        nxt = min(t + 1, len(ee) - 1)
+        dz = ee[nxt, 2] - ee[t, 2]
+        if closed[nxt] != closed[t]:
+            names.append("grasp" if closed[nxt] else "release")
+        elif dz < -0.01:
+            names.append("descend")
+        elif dz > 0.01:
+            names.append("lift")
+        else:
+            names.append("move_to")
+    return names
+
+
+def synth_episode(layout: Layout, length: int, seed: int, index: int, renderers: dict[str, Renderer]) -> SynthEpisode:
     """Episode `index` of a dataset seeded with `seed` (independent of how many episodes are made)."""
     rng = _episode_rng(seed, index)
-    traj = pick_and_place(length, rng, dt=1.0 / layout.control_hz)
-    renderer.rng = rng
-    frames = renderer.episode(traj)
-    if layout.sources.kind == "global_pth":
-        state, action = _v1_arrays(traj)
+    family = logger_family(layout)
+    dense_len = length if family in ("v1", "min") else length * int(rng.integers(4, 7))
+    traj = pick_and_place(dense_len, rng, dt=1.0 / layout.control_hz)
+    if family == "keyframe":  # keyframes: the first, the last, and the rest spread with jitter
+        inner = rng.choice(np.arange(1, dense_len - 1), size=length - 2, replace=False)
+        idx = np.sort(np.concatenate([[0], inner, [dense_len - 1]]))
+    elif family == "primitive":  # one observation at the start of each primitive
+        idx = np.rint(np.linspace(0, dense_len - 1, length + 1)).astype(np.int64)[:-1]
     else:
-        state, action = _min_arrays(traj)
-    if state.shape[1] != layout.state_dim or action.shape[1] != layout.action_dim:
-        raise ValueError(f"synth does not know how to fill layout {layout.name!r}")
-    if layout.observation.channel_order == "BGR":
+        idx = np.arange(dense_len)
+    colors = {}
+    for name, renderer in renderers.items():
+        renderer.rng = rng
+        colors[name] = renderer.frames(traj, idx)
+    frames = colors["cam_0"]
+    if layout.observation.fused is not None:
+        frames = fuse_cameras(colors["cam_0"], colors["cam_1"], layout.observation.fused)
+    elif layout.observation.channel_order == "BGR":
         frames = frames[..., ::-1]
     frames = np.ascontiguousarray(frames, dtype=layout.observation.dtype)
+    closed = (traj.finger_cmd[idx] == 0).astype(np.float64)
+    info: dict[str, np.ndarray] = {}
+    if family == "v1":
+        state, action = _v1_arrays(traj)
+    else:
+        state = _eef_states(traj, idx, layout)
+        action = _segment_actions(traj.ee_pos[idx], closed, layout)
+        action = action.astype(np.float64 if family in ("min", "keyframe") else np.float32)
+        info["step"] = np.arange(length)
+    if family == "keyframe":
+        info["original_frame_idx"] = idx.astype(np.int64)
+    if family == "primitive":
+        ee = traj.ee_pos[idx]
+        nxt = np.minimum(np.arange(length) + 1, length - 1)
+        info |= {"phase": np.array(["pick" if t < length // 2 else "place" for t in range(length)]),
+                 "primitive_name": np.array(_phases(ee, closed)),
+                 "primitive_type": np.array(["cartesian"] * length),
+                 "n_steps": np.diff(np.append(idx, dense_len)).astype(np.int64),
+                 "movement_distance": np.linalg.norm(ee[nxt] - ee, axis=1)}
+    yaw = np.zeros((len(idx), traj.cubes.shape[1], 1))
+    cubes = np.concatenate([traj.cubes[idx], yaw], axis=2)
     params = {
         "seed": int(seed),
         "episode": int(index),
@@ -81,7 +173,14 @@ def synth_episode(layout: Layout, length: int, seed: int, index: int, renderer: 
         "grasped_cube": int(traj.grasped),
         "cube_size": 0.05,
     }
-    return SynthEpisode(frames=frames, state=state, action=action, params=params)
+    if family == "keyframe":
+        params["keyframes"] = idx.tolist()
+    if family == "primitive":
+        params["n_primitives"] = int(length)
+    if family == "v1":
+        colors = {}
+    return SynthEpisode(frames=frames, state=state, action=action, params=params, colors=colors, cubes=cubes,
+                        info=info)
 
 
 def _dump_pickle(obj: object, path: Path) -> None:
@@ -90,16 +189,22 @@ def _dump_pickle(obj: object, path: Path) -> None:
 
 
 def _write_steps_h5(ep_dir: Path, ep: SynthEpisode, layout: Layout, step_digits: int) -> None:
+    import h5py
+
     state_ds, action_ds = layout.sources.state_dataset, layout.sources.action_dataset
     assert state_ds and action_ds
-    cubes = np.asarray(ep.params["cube_positions"], dtype=np.float32)
-    frames_u8 = np.clip(np.rint(ep.frames), 0, 255).astype(np.uint8)
     for t in range(len(ep.state)):
         with h5py.File(ep_dir / f"{t:0{step_digits}d}.h5", "w") as f:
             f.create_dataset(action_ds, data=ep.action[t])
             f.create_dataset(state_ds, data=ep.state[t].reshape(1, 1, -1))
-            f.create_dataset("positions", data=cubes)
-            f.create_dataset("observations/color/cam_0", data=frames_u8[t])
+            if ep.cubes is not None:
+                f.create_dataset("positions", data=ep.cubes[t][None].astype(np.float32))
+            for key, values in ep.info.items():
+                value = values[t]
+                f.create_dataset(f"info/{key}", data=value.encode() if isinstance(value, str | np.str_) else value)
+            for name, frames in ep.colors.items():
+                f.create_dataset(f"observations/color/{name}", data=frames[t])
+                f.create_dataset(f"observations/depth/{name}", data=np.zeros(frames.shape[1:3], np.uint16))
 
 
 def synthesize(
@@ -110,7 +215,7 @@ def synthesize(
     max_len: int = 80,
     seed: int = 0,
     layout: str | Layout = "franka_cube_stack_v1",
-    step_digits: int = 3,
+    step_digits: int | None = None,
     previews: int = 0,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
@@ -119,8 +224,9 @@ def synthesize(
 
     The dataset is assembled in `out.partial` and renamed when complete, so a failure leaves no
     `out`. Episode `i` depends only on `(seed, i)`. `previews` writes that many PNGs per episode to
-    `NNNNNN/images/`. For per-step HDF5 layouts, `step_digits` sets the file-name width (`000.h5`;
-    older loggers wrote 2 digits).
+    `NNNNNN/images/`. For per-step HDF5 layouts, `step_digits` overrides the layout's file-name width
+    (to make datasets that break it). Episode lengths count the logged steps (primitives for the
+    primitive logger, keyframes for the keyframe logger).
     """
     layout = get_layout(layout)
     out = Path(out)
@@ -137,28 +243,36 @@ def synthesize(
     (tmp / "cameras").mkdir()
 
     obs = layout.observation
+    digits = step_digits or layout.sources.step_digits or 3
     lengths = [int(x) for x in np.random.default_rng([seed, 2**31]).integers(min_len, max_len + 1, episodes)]
     t_max = max(lengths, default=0)
-    renderer = Renderer(obs.height, np.random.default_rng([seed, 2**32]))
-    if obs.height != obs.width:
-        raise ValueError("synth renders square frames only")
+    cameras = ["cam_0"]
+    if obs.fused is not None or layout.cameras:
+        cameras.append("cam_1")
+    if layout.sources.kind == "per_step_h5" and obs.color_dataset is None and obs.fused is None:
+        raise ValueError(f"synth writes per-step loggers with a color dataset; layout {layout.name} has none")
+    size = obs.height
+    renderers = {name: Renderer(size, np.random.default_rng([seed, 2**32, i]), camera=name)
+                 for i, name in enumerate(cameras)}
     states = np.zeros((episodes, t_max, layout.state_dim), np.float32)
     actions = np.zeros((episodes, t_max, layout.action_dim), np.float32)
     for i, length in enumerate(lengths):
-        ep = synth_episode(layout, length, seed, i, renderer)
+        ep = synth_episode(layout, length, seed, i, renderers)
+        if ep.state.shape[1] != layout.state_dim or ep.action.shape[1] != layout.action_dim:
+            raise ValueError(f"synth does not know how to fill layout {layout.name!r}")
         ep_dir = tmp / f"{i:06d}"
         ep_dir.mkdir()
         torch.save(torch.from_numpy(ep.frames), ep_dir / obs.file)
         _dump_pickle(ep.params, ep_dir / "property_params.pkl")
         if layout.sources.kind == "per_step_h5":
-            _write_steps_h5(ep_dir, ep, layout, step_digits)
+            _write_steps_h5(ep_dir, ep, layout, digits)
         states[i, :length] = ep.state
         actions[i, :length] = ep.action
         if previews:
             from PIL import Image
 
             (ep_dir / "images").mkdir()
-            rgb = ep.frames[..., ::-1] if obs.channel_order == "BGR" else ep.frames
+            rgb = ep.frames[..., ::-1] if obs.channel_order == "BGR" and obs.fused is None else ep.frames
             for t in np.linspace(0, length - 1, previews).astype(int):
                 Image.fromarray(np.clip(rgb[t], 0, 255).astype(np.uint8)).save(ep_dir / "images" / f"{t:04d}.png")
         if progress:

@@ -178,7 +178,7 @@ def pick_and_place(length: int, rng: np.random.Generator, dt: float = 1 / 60) ->
         placed += 1
     grasped, base = 0, 1
     target = cubes0[base] + np.array([0.0, 0.0, 2 * CUBE_HALF])
-    yaw = float(rng.uniform(-0.4, 0.4))
+    yaw = float(rng.uniform(-1.2, 1.2))  # the grasp follows the cube: any yaw a top-down grasp can reach
     hover = np.array([0.0, 0.0, 0.12])
     waypoints_xyz = [
         cubes0[grasped] + hover,

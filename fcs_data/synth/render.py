@@ -14,18 +14,21 @@ from PIL import Image, ImageDraw
 
 from fcs_data.synth.kinematics import CUBE_HALF, Trajectory
 
-_CAM_POS = np.array([1.2, 0.3, 0.8])
-_CAM_LOOK = np.array([0.32, 0.0, 0.22])
+CAMERA_POSES = {  # camera -> (position, look-at point), world frame (m)
+    "cam_0": (np.array([1.2, 0.3, 0.8]), np.array([0.32, 0.0, 0.22])),
+    "cam_1": (np.array([0.45, -1.05, 0.75]), np.array([0.4, 0.0, 0.15])),
+}
 _FOV_DEG = 52.0
 _LINK_RADIUS = 0.045
 
 
 class Camera:
-    """A pinhole camera looking from `_CAM_POS` at `_CAM_LOOK`, for square `size` images."""
+    """A pinhole camera looking from `position` at `look_at`, for square `size` images."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, name: str = "cam_0"):
         self.size = size
-        fwd = _CAM_LOOK - _CAM_POS
+        self.position, look_at = CAMERA_POSES[name]
+        fwd = look_at - self.position
         fwd /= np.linalg.norm(fwd)
         right = np.cross(fwd, [0.0, 0.0, 1.0])
         right /= np.linalg.norm(right)
@@ -36,7 +39,7 @@ class Camera:
 
     def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Pixel coordinates `(..., 2)` and depths `(...)` of world points `(..., 3)`."""
-        cam = (points - _CAM_POS) @ self.rot.T
+        cam = (points - self.position) @ self.rot.T
         depth = cam[..., 2]
         uv = self.focal * cam[..., :2] / depth[..., None] + self.center
         return uv, depth
@@ -50,8 +53,8 @@ class Camera:
 
 def _background(camera: Camera, rng: np.random.Generator) -> np.ndarray:
     d = camera.rays()
-    t = np.where(d[..., 2] < -1e-6, -_CAM_POS[2] / np.minimum(d[..., 2], -1e-6), np.inf)
-    p = _CAM_POS + d * np.where(np.isfinite(t), t, 0.0)[..., None]
+    t = np.where(d[..., 2] < -1e-6, -camera.position[2] / np.minimum(d[..., 2], -1e-6), np.inf)
+    p = camera.position + d * np.where(np.isfinite(t), t, 0.0)[..., None]
     x, y = p[..., 0], p[..., 1]
     on_table = np.isfinite(t) & (x > -0.25) & (x < 0.95) & (y > -0.6) & (y < 0.6)
     on_floor = np.isfinite(t) & ~on_table
@@ -83,8 +86,8 @@ _CUBE_FACES = [
 class Renderer:
     """Draws one `(size, size, 3)` uint8 RGB frame per time step of a `Trajectory`."""
 
-    def __init__(self, size: int, rng: np.random.Generator, noise: int = 2):
-        self.camera = Camera(size)
+    def __init__(self, size: int, rng: np.random.Generator, noise: int = 2, camera: str = "cam_0"):
+        self.camera = Camera(size, camera)
         self.background = Image.fromarray(_background(self.camera, rng))
         self.noise = noise
         self.rng = rng
@@ -97,7 +100,7 @@ class Renderer:
         corners = center + _CUBE_CORNERS
         for idx, normal, shade in _CUBE_FACES:
             face_center = corners[list(idx)].mean(axis=0)
-            if np.dot(normal, _CAM_POS - face_center) <= 0:
+            if np.dot(normal, self.camera.position - face_center) <= 0:
                 continue
             fill = tuple(int(c * shade) for c in color)
             draw.polygon(self._px(corners[list(idx)]), fill=fill, outline=tuple(int(c * 0.45) for c in color))
@@ -150,6 +153,6 @@ class Renderer:
             out = np.clip(out.astype(np.int16) + noise - self.noise, 0, 255).astype(np.uint8)
         return out
 
-    def episode(self, traj: Trajectory) -> np.ndarray:
-        """All frames `(T, size, size, 3)` uint8 RGB."""
-        return np.stack([self.frame(traj, t) for t in range(len(traj.q))])
+    def frames(self, traj: Trajectory, steps: np.ndarray) -> np.ndarray:
+        """Frames `(len(steps), size, size, 3)` uint8 RGB at the trajectory's `steps`."""
+        return np.stack([self.frame(traj, int(t)) for t in steps])

@@ -25,11 +25,19 @@ def validate(
     quick: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> ValidationReport:
-    """Validate a logger dataset (against `layout`) or an fcs store (which carries its layout).
-
-    `quick` (stores only) checks metadata and shapes but skips decoding and checksumming every chunk.
+    """Validate a logger dataset (against `layout`, detected when None) or an fcs store (which carries
+    its layout). `quick` (stores only) checks metadata and shapes but skips decoding and checksumming
+    every chunk. Raises `DetectionError` when no layout is given and none matches.
     """
     path = Path(path)
     if _looks_like_store(path):
         return validate_store(path, quick=quick, progress=progress)
-    return validate_source(path, get_layout(layout), episodes=episodes, workers=workers, progress=progress)
+    detected: list[str] = []
+    if layout is None:
+        from fcs_data.sources.detect import detect_layout
+
+        detection = detect_layout(path)
+        layout, detected = detection.layout, detection.lines
+    report = validate_source(path, get_layout(layout), episodes=episodes, workers=workers, progress=progress)
+    report.detected = detected
+    return report

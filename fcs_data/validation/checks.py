@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from fcs_data.schemas import Finding, Layout, VectorField
+from fcs_data.schemas.layout import QUATERNION_KINDS
+from fcs_data.sources.evidence import SEGMENT_TOL, gripper_down
 
 _BOUND_TOL = 1e-3
 _QUAT_TOL = 1e-3
@@ -84,7 +86,7 @@ def bounds(layout: Layout, episode: int, arr: np.ndarray, fields: list[VectorFie
 def quaternions(layout: Layout, episode: int, state: np.ndarray, rows: np.ndarray) -> list[Finding]:
     out = []
     for f in layout.state:
-        if f.kind != "quaternion_wxyz":
+        if f.kind not in QUATERNION_KINDS:
             continue
         norm = np.linalg.norm(state[:, f.slice], axis=1)
         off = (np.abs(norm - 1) > _QUAT_TOL) & rows
@@ -179,6 +181,99 @@ def alignment(layout: Layout, episode: int, state: np.ndarray, action: np.ndarra
     return out
 
 
+def quaternion_order(layout: Layout, episode: int, state: np.ndarray, rows: np.ndarray) -> list[Finding]:
+    """A cube-stacking gripper points down: the quaternion order that says so is the right one."""
+    out = []
+    for f in layout.state:
+        if f.kind not in QUATERNION_KINDS or rows.sum() < 2 or f.name.endswith("_copy"):
+            continue
+        q = state[rows][:, f.slice].astype(np.float64)
+        as_wxyz = q if f.kind == "quaternion_wxyz" else q[:, [3, 0, 1, 2]]
+        other = q[:, [3, 0, 1, 2]] if f.kind == "quaternion_wxyz" else q
+        declared, opposite = float(np.median(gripper_down(as_wxyz))), float(np.median(gripper_down(other)))
+        if declared < 0.8 and opposite > 0.95:  # a stacking gripper is within ~15 degrees of vertical
+            order = "xyzw" if f.kind == "quaternion_wxyz" else "wxyz"
+            out.append(Finding.make(
+                "quaternion-order",
+                f"state.{f.name} read as {f.unit} points the gripper down at median {declared:+.2f} "
+                f"(1 = straight down); read as {order} it points down at {opposite:+.2f}",
+                episode=episode, field=f"state.{f.name}",
+                hint=f"the quaternions look {order}: declare it (the layout's xyzw variant, or kind quaternion_{order})",
+                data={"declared_down": declared, "opposite_down": opposite},
+            ))
+    return out
+
+
+def segments(layout: Layout, episode: int, state: np.ndarray, action: np.ndarray, rows: np.ndarray) -> list[Finding]:
+    """Segment actions `[start, end]`: step t+1 starts where step t ended, and each step is anchored
+    at the EE position observed (the start at obs[t] for forward actions, the end for backward)."""
+    out = []
+    for start in (f for f in layout.action if f.kind == "position_start"):
+        end = next((f for f in layout.action if f.kind == "position_end" and f.of == start.of), None)
+        pos = state[:, layout.state_field(start.of).slice].astype(np.float64)
+        s = action[:, start.slice].astype(np.float64)
+        e = action[:, end.slice].astype(np.float64) if end is not None else None
+        pair = rows[1:] & rows[:-1]
+        if e is not None and pair.any():
+            gap = np.linalg.norm(s[1:] - e[:-1], axis=1)
+            broken = (gap > SEGMENT_TOL) & pair
+            if broken.any():
+                out.append(Finding.make(
+                    "segment-continuity",
+                    f"action.{start.name} of a step differs from action.{end.name} of the step before at "
+                    f"{plural(int(broken.sum()), 'step')} (up to {1000 * gap[broken].max():.1f} mm)",
+                    episode=episode, field=f"action.{start.name}", steps=_steps(np.concatenate([[False], broken])),
+                    hint="each primitive starts where the previous one ended; a step may be missing or reordered",
+                ))
+        anchor, name = (s, start.name) if layout.action_alignment == "forward" or e is None else (e, end.name)
+        if rows.sum() < 2:
+            continue
+        err = np.linalg.norm(anchor - pos, axis=1)
+        off = (err > SEGMENT_TOL) & rows
+        if not off.any():
+            continue
+        where = "start" if anchor is s else "end"
+        shifts = {k: float(np.median(np.linalg.norm(anchor[max(k, 0) : len(pos) + min(k, 0)]
+                                                     - pos[max(-k, 0) : len(pos) - max(k, 0)], axis=1)))
+                  for k in (1, -1)}
+        systematic = off.sum() > 0.5 * rows.sum()
+        hint = None
+        if systematic and shifts[1] <= SEGMENT_TOL:
+            hint = (f"the {where} of step t equals the EE position at obs[t-1]: the observation was logged after "
+                    "its action (a one-step shift); this data trains on misaligned pairs and must be regenerated")
+        elif systematic and shifts[-1] <= SEGMENT_TOL:
+            hint = (f"the {where} of step t equals the EE position at obs[t+1]: the actions run one step ahead "
+                    "of the observations; check the layout's action_alignment")
+        out.append(Finding.make(
+            "action-anchor" if systematic else "action-anchor-outliers",
+            f"action.{name} ({where} of each step) differs from state.{start.of} observed at the same step at "
+            f"{plural(int(off.sum()), 'step')} of {rows.sum()} (median {1000 * float(np.median(err[rows])):.1f} mm, "
+            f"up to {1000 * float(err[off].max()):.1f} mm)",
+            episode=episode, field=f"action.{name}", steps=_steps(off), hint=hint,
+            data={"median_error_m": float(np.median(err[rows])), "shift_plus_one_m": shifts[1],
+                  "shift_minus_one_m": shifts[-1]},
+        ))
+    return out
+
+
+def gripper_commands(layout: Layout, episode: int, action: np.ndarray, rows: np.ndarray) -> list[Finding]:
+    out = []
+    for f in layout.action:
+        if f.kind != "gripper_command":
+            continue
+        vals = action[:, f.slice]
+        bad = (~np.isclose(vals, 0.0) & ~np.isclose(vals, 1.0)).any(axis=1) & rows
+        if bad.any():
+            seen = sorted({round(float(v), 4) for v in vals[bad].ravel()})[:5]
+            out.append(Finding.make(
+                "gripper-values", f"action.{f.name} is neither 0 (open) nor 1 (closed) at "
+                f"{plural(int(bad.sum()), 'step')} (values {seen})",
+                episode=episode, field=f"action.{f.name}", steps=_steps(bad),
+                hint="the gripper command is binary; a float here is a finger width or an interpolated value",
+            ))
+    return out
+
+
 def lowdim(layout: Layout, episode: int, state: np.ndarray, action: np.ndarray) -> list[Finding]:
     """All low-dimensional checks of one episode."""
     rows = usable_rows(state, action)
@@ -191,6 +286,9 @@ def lowdim(layout: Layout, episode: int, state: np.ndarray, action: np.ndarray) 
         *reach(layout, episode, state, rows),
         *velocities(layout, episode, state, rows),
         *alignment(layout, episode, state, action, rows),
+        *quaternion_order(layout, episode, state, rows),
+        *segments(layout, episode, state, action, rows),
+        *gripper_commands(layout, episode, action, rows),
     ]
 
 

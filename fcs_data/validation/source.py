@@ -15,6 +15,7 @@ from fcs_data.errors import FcsError, SourceError
 from fcs_data.schemas import EpisodeEntry, Finding, Layout, ValidationReport
 from fcs_data.sources import PerStepH5Source, file_finding, open_source
 from fcs_data.sources.conventions import conversion_notes
+from fcs_data.sources.evidence import channel_evidence
 from fcs_data.validation import checks
 from fcs_data.window_index import windows_per_episode
 
@@ -101,7 +102,9 @@ def check_episode(root: str, layout_json: str, index: int, length: int | None, l
     state = action = None
     if lowdim_ok and length > 0:
         try:
-            state, action = src.read_lowdim(i, length)
+            steps = src.read_steps(i, length)
+            state, action = steps.state, steps.action
+            res.findings += _step_field_findings(layout, i, steps.fields, entry.directory)
         except (FcsError, OSError, ValueError) as e:
             path = getattr(e, "path", None)
             if path:
@@ -123,6 +126,9 @@ def check_episode(root: str, layout_json: str, index: int, length: int | None, l
             else:
                 state = action = None
 
+    if isinstance(src, PerStepH5Source) and lowdim_ok and length > 0 and not shape_problems:
+        res.findings += _camera_findings(src, layout, i, frames, length)
+
     if not shape_problems and length > 0:
         moving = np.zeros(length, bool)
         if state is not None:
@@ -135,6 +141,55 @@ def check_episode(root: str, layout_json: str, index: int, length: int | None, l
     if not any(f.severity == "error" for f in res.findings):
         res.length = length
     return res
+
+
+def _step_field_findings(layout: Layout, episode: int, fields: dict[str, np.ndarray], directory: str) -> list[Finding]:
+    out = []
+    index = fields.get("frame_index")
+    if index is not None and len(index) > 1 and np.any(np.diff(index) <= 0):
+        bad = (np.flatnonzero(np.diff(index) <= 0) + 1).tolist()
+        out.append(Finding.make(
+            "frame-index", f"{layout.sources.frame_index_dataset} does not increase at {checks.plural(len(bad), 'step')} "
+            f"(e.g. {int(index[bad[0] - 1])} then {int(index[bad[0]])})", episode=episode, file=directory,
+            field="frame_index", steps=bad, hint="keyframes must be in the order they were recorded"))
+    return out
+
+
+def _camera_findings(src: PerStepH5Source, layout: Layout, episode: int, frames, length: int) -> list[Finding]:
+    """Further cameras readable at the layout's shape; the frames' channel order against the logged colour."""
+    out = []
+    steps = sorted({0, length // 2, length - 1})
+    for cam in layout.cameras:
+        try:
+            got = src.read_camera(episode, cam, steps[0], steps[0] + 1)
+        except (FcsError, OSError) as e:
+            path = getattr(e, "path", None)
+            out.append(file_finding(e, Path(path), src.root, episode=episode) if path else
+                       Finding.make("unreadable-file", str(e), episode=episode, field=f"camera {cam.name}"))
+            continue
+        if got.shape[1:] != cam.shape or got.dtype != np.uint8:
+            out.append(Finding.make("obs-resolution", f"camera {cam.name} ({cam.step_dataset}) frames are "
+                                    f"{got.shape[1:]} {got.dtype}, the layout says {cam.shape} uint8",
+                                    episode=episode, field=f"camera {cam.name}"))
+    obs = layout.observation
+    if obs.color_dataset is None or obs.fused is not None:
+        return out
+    colors = src.read_color(episode, steps, obs.color_dataset)
+    if colors is None or colors.ndim != 4 or colors.shape[-1] != 3:
+        return out
+    logged = frames[torch.as_tensor(steps)].numpy()
+    rgb = logged[..., ::-1] if obs.channel_order == "BGR" else logged
+    verdict, same, swapped = channel_evidence(rgb, colors)
+    if verdict == "swapped":
+        actual = "RGB" if obs.channel_order == "BGR" else "BGR"
+        out.append(Finding.make(
+            "channel-order",
+            f"{obs.file} read as {obs.channel_order} differs from {obs.color_dataset} by {same:.1f} (mean absolute, "
+            f"0..255) and matches it with the channels reversed ({swapped:.1f}): the frames are {actual}",
+            episode=episode, field="obs", steps=steps,
+            hint=f"declare channel_order {actual} (for the min and keyframe loggers: the rgb variant)",
+            data={"declared_difference": same, "reversed_difference": swapped}))
+    return out
 
 
 def _capacity(lengths: list[int]) -> list[Finding]:

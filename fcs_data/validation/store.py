@@ -71,9 +71,11 @@ def _read_rows(store: Store, name: str, a: int, b: int, damage: _Damage) -> np.n
         return None
 
 
-def _scan_lowdim(store: Store, damage: _Damage) -> None:
-    """Checksum every chunk of the low-dimensional arrays."""
-    for name in ("state", "action"):
+def _scan_chunks(store: Store, damage: _Damage) -> None:
+    """Checksum and decode every chunk of every array but the first camera's (which the frame pass reads)."""
+    for name in store.arrays:
+        if name == "rgb":
+            continue
         reader = store.reader(name)
         for k in range(reader.num_chunks):
             try:
@@ -144,7 +146,7 @@ def validate_store(path: str | Path, *, quick: bool = False,
         return report
 
     damage = _Damage(store)
-    _scan_lowdim(store, damage)
+    _scan_chunks(store, damage)
     forward = meta.layout.model_copy(update={"action_alignment": "forward"})
     hist = np.zeros((3, 256), np.int64)
     states, actions = [], []

@@ -1,0 +1,39 @@
+"""Evidence the data gives about its own conventions, shared by validation and layout detection.
+
+Pure functions of arrays: how much a gripper points down under a quaternion order, whether frames
+match a camera's logged colour frames as they are or with reversed channels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SEGMENT_TOL = 2e-3  # m: a segment's logged start/end against the EE position observed
+_CHANNEL_MAD = 8.0  # mean absolute difference (0..255) under which two frames are the same picture
+
+
+def gripper_down(quat_wxyz: np.ndarray) -> np.ndarray:
+    """How much the tool's z axis points down (1: straight down), for `(T, 4)` wxyz quaternions."""
+    unit = quat_wxyz / np.maximum(np.linalg.norm(quat_wxyz, axis=1, keepdims=True), 1e-12)
+    x, y = unit[:, 1], unit[:, 2]
+    return 2 * (x**2 + y**2) - 1  # -(R[2, 2]): R's third column is the tool z axis in the world
+
+
+def channel_evidence(frames_rgb: np.ndarray, colors_rgb: np.ndarray) -> tuple[str | None, float, float]:
+    """`(verdict, same, swapped)`: mean absolute differences of frames `(n, H, W, 3)` read as RGB against
+    a camera's RGB frames as they are and with reversed channels; verdict `same`, `swapped` or None."""
+    colors = colors_rgb
+    if colors.shape[1:3] != frames_rgb.shape[1:3]:
+        from PIL import Image
+
+        h, w = frames_rgb.shape[1:3]
+        colors = np.stack([np.asarray(Image.fromarray(np.asarray(c, np.uint8)).resize((w, h), Image.Resampling.BILINEAR))
+                           for c in colors])
+    f = frames_rgb.astype(np.float32)
+    c = colors.astype(np.float32)
+    same, swapped = float(np.abs(f - c).mean()), float(np.abs(f - c[..., ::-1]).mean())
+    if swapped < _CHANNEL_MAD and swapped < 0.5 * same:
+        return "swapped", same, swapped
+    if same < _CHANNEL_MAD and same < 0.5 * swapped:
+        return "same", same, swapped
+    return None, same, swapped
