@@ -31,12 +31,14 @@ demo: $(STAMP)
 	$(VENV)/bin/fcs convert $(DEMO)/raw --to zarr -o $(DEMO)/store.zarr --workers 2 --verify
 	$(VENV)/bin/fcs info $(DEMO)/store.zarr --preview 0 --out $(DEMO)/episode0.png
 	$(VENV)/bin/fcs train --preset tiny --set data.store=$(DEMO)/store.zarr --set train.run_dir=$(DEMO)/run
+	$(VENV)/bin/fcs plan-eval $(DEMO)/store.zarr --checkpoint $(DEMO)/run/checkpoints/latest.pt --pairs 4
 
 bench: $(STAMP)
 	$(PY) benchmarks/validate.py
 	$(PY) benchmarks/convert.py
 	$(PY) benchmarks/loader.py
 	$(PY) benchmarks/train_step.py
+	$(PY) benchmarks/plan.py
 
 clean-demo:
 	rm -rf $(DEMO)

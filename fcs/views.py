@@ -228,3 +228,45 @@ def print_store_info(store) -> None:
     for c, ch in enumerate("RGB"):
         st.add_row(f"rgb.{ch}", "0..255", f"{m.stats.rgb.mean[c]:.4g}", f"{m.stats.rgb.std[c]:.4g}", "", "", "", "")
     console.print(st)
+
+
+def print_plan_eval(report) -> None:
+    """Tables of an `EvalReport` (fcs_train.planning.evaluate): per pair, then the means."""
+    s = report.summary()
+    cfg = report.config
+    console.print(f"[bold]plan-eval[/] {escape(report.checkpoint)} on {escape(report.store)}: {s['pairs']} pairs, "
+                  f"horizon {cfg['horizon']}, {report.solver}; episodes: {report.episodes_are} "
+                  f"({len(report.episodes)})")
+    for note in report.notes:
+        console.print(f"  note: {escape(note)}")
+    pairs = Table(title="final latent distance to the goal (visual MSE + alpha x proprio MSE of the last predicted "
+                        "frame)", title_justify="left")
+    for col in ("episode", "start->goal", "planned", "oracle", "mean", "random", "ok", "s"):
+        pairs.add_column(col, justify="right", no_wrap=True)
+    for r in report.pairs:
+        d = r.distance
+        pairs.add_row(str(r.episode), f"{r.start}->{r.goal}", f"{d['planned']:.3g}", f"{d['oracle']:.3g}",
+                      f"{d['mean']:.3g}", f"{d['random']:.3g}", "yes" if r.success else "no", f"{r.seconds:.1f}")
+    console.print(pairs)
+    means = Table(title=f"means over {s['pairs']} pairs", title_justify="left",
+                  caption="oracle: the logged actions; mean: the training mean action; random: uniform in the bounds",
+                  caption_justify="left")
+    for col in ("", "planned", "oracle", "mean", f"random ({report.random_samples})"):
+        means.add_column(col, justify="right", no_wrap=True)
+    for key, label in (("distance", "final distance"), ("visual", "  visual"), ("proprio", "  proprio")):
+        means.add_row(label, *(f"{s[key][k]:.4g}" for k in ("planned", "oracle", "mean", "random")))
+    console.print(means)
+    console.print(f"success (planned distance <= {report.success_factor:g} x oracle): {s['successes']}/{s['pairs']} "
+                  f"({100 * s['success_rate']:.0f}%); time per plan {s['seconds_per_plan']:.2f} s "
+                  f"(min {s['seconds_min']:.2f}, max {s['seconds_max']:.2f})")
+    errors = Table(title="raw actions against the logged ones: mean absolute error", title_justify="left")
+    for col in ("field", "unit", "planned", "mean", "planned, last", "mean, last"):
+        errors.add_column(col, justify="right", no_wrap=True)
+    for name, unit in report.units.items():
+        e, f = s["action_error"], s["final_action_error"]
+        errors.add_row(name, unit, f"{e['planned'][name]:.3g}", f"{e['mean'][name]:.3g}", f"{f['planned'][name]:.3g}",
+                       f"{f['mean'][name]:.3g}")
+    console.print(errors)
+    warned = sorted({w for r in report.pairs for w in r.warnings})
+    for w in warned[:10]:
+        console.print(f"  [yellow]warning:[/] {escape(w)}")

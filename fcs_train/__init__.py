@@ -1,6 +1,25 @@
-"""fcs_train: the full DINO-WM world model, its config, trainer, checkpoints and metrics."""
+"""fcs_train: the full DINO-WM world model, its config, trainer, checkpoints, metrics and planning.
 
-from fcs_train.config import TrainConfig, load_config
-from fcs_train.models import VWorldModel, build_model
+Names are imported on first use, so a light submodule (the planning client, which needs only
+numpy, msgpack and websockets) can be imported without torch.
+"""
 
-__all__ = ["TrainConfig", "VWorldModel", "build_model", "load_config"]
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fcs_data._lazy import lazy_exports
+
+_EXPORTS = {
+    "TrainConfig": "fcs_train.config",
+    "load_config": "fcs_train.config",
+    "VWorldModel": "fcs_train.models",
+    "build_model": "fcs_train.models",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from fcs_train.config import TrainConfig, load_config
+    from fcs_train.models import VWorldModel, build_model

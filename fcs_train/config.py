@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from fcs_data.schemas.layout import merge_mappings
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class _Section(BaseModel):
@@ -164,13 +168,6 @@ def _preset_data(name: str) -> dict[str, Any]:
     return yaml.safe_load(resources.files("fcs_train").joinpath("presets", f"{name}.yaml").read_text()) or {}
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def _set(data: dict, dotted: str) -> None:
     if "=" not in dotted:
         raise ValueError(f"--set {dotted!r}: expected section.key=value")
@@ -187,12 +184,18 @@ def _set(data: dict, dotted: str) -> None:
 def load_config(path: str | Path | None = None, *, preset: str | None = None,
                 overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """Preset (if any), then the YAML file (if any), then `section.key=value` overrides, validated."""
-    data: dict[str, Any] = _preset_data(preset) if preset else {}
+    return load_validated(TrainConfig, _preset_data(preset) if preset else {}, path, overrides)
+
+
+def load_validated(model: type[M], base: dict[str, Any], path: str | Path | None,
+                   overrides: list[str] | tuple[str, ...]) -> M:
+    """`base`, then the YAML file (if any), then `section.key=value` overrides, validated as `model`."""
+    data = base
     if path is not None:
         loaded = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: a config file holds one mapping")
-        data = _merge(data, loaded)
+        data = merge_mappings(data, loaded)
     for o in overrides:
         _set(data, o)
-    return TrainConfig.model_validate(data)
+    return model.model_validate(data)

@@ -129,6 +129,7 @@ def train_decoder(run_dir: str | Path, *, steps: int = 1000, batch_size: int | N
         other["model"]["decoder"] = state
         other.setdefault("optimizers", {})["decoder"] = opt.state_dict()
         other["decoder_trained"] = True
+        other["val_metrics"] = {**(other.get("val_metrics") or {}), "decoder_recon_loss_reconstructed": sum(recon) / n}
         save_checkpoint({k: v for k, v in other.items() if k != "fcs_checkpoint"}, path)
         written.append(path)
     return DecoderRun(steps, float(np.mean(losses[-max(1, steps // 10):])), sum(recon) / n, sum(ssim) / n,

@@ -32,6 +32,14 @@ def save_prediction_grid(path: Path, visual: torch.Tensor, pred: torch.Tensor | 
     return path
 
 
+def save_image_rows(path: Path, rows: list[torch.Tensor]) -> Path:
+    """One grid row per tensor `(k, 3, S, S)` in [-1, 1], all of the same length `k`."""
+    grid = torch.cat(rows).float().clamp(-1, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(make_grid((grid + 1) / 2, nrow=rows[0].shape[0], padding=2, pad_value=1.0), path)
+    return path
+
+
 def plot_losses(path: Path, train: list[dict], val: list[dict],
                 components: tuple[str, ...] = ("z_visual_loss", "z_proprio_loss", "decoder_recon_loss_reconstructed")
                 ) -> Path:

@@ -208,6 +208,7 @@ class Trainer:
 
         self.epoch, self.global_step, self.step_in_epoch = 1, 0, 0
         self.best_val_loss = math.inf
+        self.val_metrics: dict[str, float] = {}  # the last validation's, kept in checkpoints
         if resume:
             self._resume()
         else:
@@ -352,7 +353,18 @@ class Trainer:
             "best_val_loss": self.best_val_loss,
             "decoder_trained": self.decoder_trained,
             "layout": self.store.layout.model_dump(mode="json"),
+            "image_stats": self._image_stats(),
+            "val_metrics": self.val_metrics,
         }
+
+    def _image_stats(self) -> dict[str, Any] | None:
+        """Channel statistics of the frames the model takes (planning checks a client's channel order)."""
+        d, stats = self.cfg.data, self.store.stats
+        if d.fuse is not None:
+            return None
+        camera = d.cameras[0] if d.cameras else self.store.layout.observation.camera
+        chosen = stats.rgb if camera == self.store.layout.observation.camera else stats.cameras.get(camera)
+        return chosen.model_dump() if chosen is not None else None
 
     def _rank_rng_file(self, name: str, rank: int) -> Path:
         return self.ckpt_dir / f"{name}.rank{rank}.rng.pt"
@@ -394,6 +406,7 @@ class Trainer:
         self.decoder_trained = bool(ckpt.get("decoder_trained", self.decoder_trained))
         self.epoch, self.global_step = ckpt["epoch"], ckpt["global_step"]
         self.step_in_epoch, self.best_val_loss = ckpt["step_in_epoch"], ckpt["best_val_loss"]
+        self.val_metrics = dict(ckpt.get("val_metrics") or {})
         rng = ckpt["rng"]
         if self.info.rank > 0:
             own = self._rank_rng_file("latest", self.info.rank)
@@ -733,6 +746,7 @@ class Trainer:
             if self.info.is_main and self.epoch % cfg.train.rollout_every_epochs == 0:
                 val |= self.rollout_errors()
             if val:
+                self.val_metrics = val
                 self.log.record("val", {"step": self.global_step, "epoch": self.epoch, **val})
                 row |= {f"val_{k}": v for k, v in val.items()}
         if self.info.is_main and (stopped or self.epoch % cfg.log.png_every_epochs == 0):

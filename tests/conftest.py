@@ -7,7 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import train_tiny
 
+from fcs_data.converters.to_zarr import convert_to_zarr
 from fcs_data.synth import synthesize
 
 V1_EPISODES = 3
@@ -50,3 +52,26 @@ def v1(pristine_v1: Path, tmp_path: Path) -> Path:
 @pytest.fixture
 def min_logger(pristine_min: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(pristine_min, tmp_path / "min"))
+
+
+@pytest.fixture(scope="session")
+def planning_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(store, checkpoint): the tiny world model trained 300 steps on 24 primitive-logger episodes (frameskip 1,
+    6 validation episodes), the users' current data. Read-only."""
+    root = tmp_path_factory.mktemp("planning")
+    src = synthesize(root / "src", episodes=24, min_len=16, max_len=24, seed=5, layout="franka_cube_stack_primitive")
+    store = convert_to_zarr(src, root / "s.zarr", workers=1).store
+    return store, train_tiny(store, root / "run", **{"data.frameskip": 1, "data.split_ratio": 0.75,
+                                                     "train.max_steps": 300})
+
+
+@pytest.fixture(scope="session")
+def planning_fs2(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(store, checkpoint): a v1 store and a tiny model with predictor dropout 0.1 at frameskip 2 after one training
+    step (the planner's bookkeeping, not its skill, is under test). Read-only."""
+    root = tmp_path_factory.mktemp("planning_fs2")
+    src = synthesize(root / "src", episodes=4, min_len=30, max_len=36, seed=11)
+    store = convert_to_zarr(src, root / "s.zarr", workers=1).store
+    return store, train_tiny(store, root / "run", **{"data.frameskip": 2, "data.num_hist": 2, "train.max_steps": 1,
+                                                     "train.batch_size": 2, "model.predictor.dropout": 0.1,
+                                                     "data.split_ratio": 0.75})

@@ -141,3 +141,60 @@ def test_an_internal_error_is_one_line_with_the_traceback_in_a_file(v1: Path, mo
     monkeypatch.setenv("FCS_DEBUG", "1")
     res = runner.invoke(app, ["validate", str(v1)])
     assert isinstance(res.exception, ZeroDivisionError)
+
+
+def test_plan_eval_prints_the_comparison_and_writes_json_and_pngs(planning_run, tmp_path: Path) -> None:
+    store, ckpt = planning_run
+    args = ["plan-eval", str(store), "--checkpoint", str(ckpt), "--pairs", "2", "--set", "cem.samples=16",
+            "--set", "cem.iterations=2", "--out", str(tmp_path / "pngs"), "--json", str(tmp_path / "r.json")]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "oracle" in res.output and "success (planned distance <= 1.5 x oracle)" in res.output
+    assert "end_pos" in res.output and "mm" in res.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["summary"]["pairs"] == 2 and len(list((tmp_path / "pngs").glob("pair_*.png"))) == 2
+    res = runner.invoke(app, [*args[:-2], "--json", "-"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["summary"]["pairs"] == 2
+
+
+def test_plan_eval_refuses_a_store_of_another_layout_in_one_line(planning_run, planning_fs2) -> None:
+    res = runner.invoke(app, ["plan-eval", str(planning_fs2[0]), "--checkpoint", str(planning_run[1])])
+    assert res.exit_code == 1
+    assert "other action or proprio fields" in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, ["plan-eval", str(planning_run[0]), "--checkpoint", str(planning_run[1]), "--set",
+                              "cem.topk=500"])
+    assert res.exit_code == 2 and "topk 500 is larger than samples" in res.output
+
+
+def test_serve_answers_a_client_and_stops_on_ctrl_c(planning_fs2) -> None:
+    import signal
+
+    import numpy as np
+
+    from fcs_data.store import open_store
+    from fcs_train.planning.client import PlannerClient
+
+    store, ckpt = planning_fs2
+    proc = subprocess.Popen([sys.executable, "-m", "fcs", "serve", "--checkpoint", str(ckpt), "--port", "0",
+                             "--set", "cem.samples=8", "--set", "cem.topk=2", "--set", "cem.iterations=1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "COLUMNS": "200"})
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("listening on"):
+                break
+        uri = lines[-1].split()[2]
+        assert any("image (256, 256, 3) uint8 RGB" in line for line in lines), lines
+        s = open_store(store)
+        frames, state = s.read_frames(np.array([0, 10])), s.read_rows("state", 0, 11)[:, :3]
+        with PlannerClient(uri, timeout=120) as client:
+            client.set_goal(frames[1], state[10])
+            assert client.plan(frames[0], state[0]).shape == (2, 9)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    assert "plan 1: cost" in err

@@ -408,6 +408,9 @@ def test_off_then_train_decoder_writes_a_trained_decoder_into_every_checkpoint(s
     for name in ("latest", "best"):
         after = load_checkpoint(run_dir / "checkpoints" / f"{name}.pt")
         assert after["decoder_trained"] is True and "decoder" in after["optimizers"]
+        # the planner's scene check compares a frame's reconstruction error with this one
+        assert after["val_metrics"]["decoder_recon_loss_reconstructed"] > 0
+        assert "decoder_recon_loss_reconstructed" not in before["val_metrics"]
         assert any(not torch.equal(after["model"]["decoder"][k], v) for k, v in before["model"]["decoder"].items())
         for k, v in before["model"]["predictor"].items():
             assert torch.equal(after["model"]["predictor"][k], v), "only the decoder changes"

@@ -260,7 +260,7 @@ class Layout(_Strict):
             if v.group in groups:
                 raise ValueError(f"variants {groups[v.group]!r} and {n!r} are both {v.group!r} variants")
             groups[v.group] = n
-            data = _merge(data, v.set)
+            data = merge_mappings(data, v.set)
         data["name"] = "+".join([self.base_name, *names])
         data["variants"] = {}
         try:
@@ -282,10 +282,11 @@ class Layout(_Strict):
         return cls.model_validate(data)
 
 
-def _merge(base: dict, over: dict) -> dict:
+def merge_mappings(base: dict, over: dict) -> dict:
+    """`base` updated by `over`: nested mappings merge, everything else (lists too) is replaced."""
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge_mappings(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 

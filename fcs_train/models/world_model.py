@@ -9,6 +9,7 @@
     decode      -> images (B, T, 3, S, S) from the visual part of z
     forward     -> `WorldModelOutput`: z_pred, visual_pred, visual_rec, loss, loss components
     rollout     -> open-loop prediction from context frames and an action sequence
+    rollout_embedded -> the same from context frames encoded once (a planner's candidates share them)
 
 `proprio_dim` is the raw proprio input (3 for an EE position); `proprio_emb_dim` and
 `action_emb_dim` are the embedding widths tiled onto the visual tokens (times their repeats).
@@ -127,7 +128,10 @@ class VWorldModel(nn.Module):
         return self.action_encoder(act)
 
     def encode(self, obs: dict[str, torch.Tensor], act: torch.Tensor) -> torch.Tensor:
-        z_obs = self.encode_obs(obs)
+        return self.combine(self.encode_obs(obs), act)
+
+    def combine(self, z_obs: dict[str, torch.Tensor], act: torch.Tensor) -> torch.Tensor:
+        """Encoded observations (`encode_obs`) and actions `(B, T, fs * A)` -> z `(B, T, N, D')`."""
         act_emb = self.encode_act(act)
         visual, proprio = z_obs["visual"], z_obs["proprio"]
         if self.concat_dim == 0:
@@ -265,8 +269,19 @@ class VWorldModel(nn.Module):
         Returns `z_obses` (`visual (B, n + t + 1, N, D)`, `proprio (B, n + t + 1, Ep)`) and `z`.
         Differentiable (planners optimise actions through it); evaluate under `torch.no_grad()`.
         """
-        n = obs_0["visual"].shape[1]
-        z = self.encode(obs_0, act[:, :n])
+        return self.rollout_embedded(self.encode_obs(obs_0), act)
+
+    def rollout_embedded(self, z_obs_0: dict[str, torch.Tensor], act: torch.Tensor
+                         ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """`rollout` from context frames already encoded (`encode_obs`), shared by every sequence.
+
+        z_obs_0: `visual (B or 1, n, N, D)`, `proprio (B or 1, n, Ep)`; a batch of 1 is expanded over
+        the `B` action sequences `act (B, n + t, fs * A)` without encoding the frames again (a planner
+        evaluates hundreds of candidates from one context).
+        """
+        n, b = z_obs_0["visual"].shape[1], act.shape[0]
+        z_obs_0 = {k: v.expand(b, *v.shape[1:]) for k, v in z_obs_0.items()}
+        z = self.combine(z_obs_0, act[:, :n])
         future = act[:, n:]
         for i in range(future.shape[1]):
             z_new = self.predict(z[:, -self.num_hist :])[:, -1:]

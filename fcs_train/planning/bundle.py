@@ -1,0 +1,278 @@
+"""`PlanningModel`: a trained world model with everything planning needs to read it right.
+
+The traps the users hit live at this boundary: statistics and dims read from a different dataset
+than the model was trained on, BGR frames, proprio sent as zeros or taken at a pose the model never
+saw. So a `PlanningModel` takes its normalisation statistics, layout and frame shape from the
+checkpoint itself (a store is only consulted for a checkpoint imported from the reference, which
+holds none, and must then have the same dims), and every observation, goal and executed action
+passes through its checks before it reaches the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fcs_data.errors import FcsError
+from fcs_data.schemas import Layout
+from fcs_data.schemas.store import ArrayStats
+from fcs_data.stats import STD_EPS
+from fcs_train.models import VWorldModel, to_model_input
+
+CHANNEL_ORDERS = ("RGB", "BGR")
+
+
+class PlanningError(FcsError):
+    """Planning cannot start: the checkpoint, the store or the settings do not fit together."""
+
+
+class PlanInputError(PlanningError):
+    """An observation, goal or executed action the planner refuses; it says which field and why."""
+
+
+class PlanCancelled(FcsError):
+    """The plan was cancelled (a client left, or it ran past its time limit)."""
+
+
+@dataclass
+class PlanningModel:
+    """A world model in eval mode and what its checkpoint says about its inputs.
+
+    image_shape: `(H, W, 3)` uint8 RGB frames, as the store the model was trained on holds them.
+    action_stats, proprio_stats: the training statistics the model's inputs were normalised with.
+    recon_reference: the decoder's reconstruction MSE on validation frames (for the scene check).
+    image_mean: per-channel mean (R, G, B) of the training frames, 0..255 (for the channel-order check).
+    """
+
+    model: VWorldModel
+    checkpoint: Path
+    layout: Layout
+    action_stats: ArrayStats
+    proprio_stats: ArrayStats
+    frameskip: int
+    num_hist: int
+    image_shape: tuple[int, int, int]
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    recon_reference: float | None = None
+    image_mean: tuple[float, float, float] | None = None
+    store_fingerprint: str | None = None
+    split: dict[str, Any] = field(default_factory=dict)
+    cameras: list[str] | None = None
+    fuse: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def action_dim(self) -> int:
+        return self.layout.action_dim
+
+    @property
+    def proprio_dim(self) -> int:
+        return self.layout.proprio_dim
+
+    @property
+    def decoder_trained(self) -> bool:
+        return self.model.decoder is not None and self.recon_reference is not None
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    # -- input checks ------------------------------------------------------------------------------
+    def image_input(self, image: Any, channel_order: str = "RGB", what: str = "image") -> tuple[torch.Tensor, list[str]]:
+        """`(H, W, 3)` uint8 frame -> model input `(1, 1, 3, S, S)` in [-1, 1], and warnings.
+
+        BGR frames are converted when `channel_order="BGR"` says so; an RGB frame whose channel means
+        match the training frames' only with red and blue swapped is warned about.
+        """
+        if channel_order not in CHANNEL_ORDERS:
+            raise PlanInputError(f"{what}: channel_order {channel_order!r}; one of {', '.join(CHANNEL_ORDERS)}")
+        try:
+            arr = np.asarray(image)
+        except Exception as e:  # anything that is not an array at all
+            raise PlanInputError(f"{what}: not an array ({type(image).__name__}): {e}") from None
+        h, w, c = self.image_shape
+        if arr.ndim == 3 and arr.shape[-1] == 4 and arr.shape[:2] == (h, w):
+            raise PlanInputError(f"{what}: shape {arr.shape} is RGBA; send the colour channels only (image[..., :3])")
+        if arr.shape != (h, w, c):
+            raise PlanInputError(f"{what}: shape {tuple(arr.shape)}, expected ({h}, {w}, {c}) as the frames this "
+                                 f"model was trained on ({self.layout.name})")
+        if arr.dtype != np.uint8:
+            raise PlanInputError(f"{what}: dtype {arr.dtype}, expected uint8 (0..255); for float frames in 0..255 "
+                                 "send np.clip(image, 0, 255).round().astype(np.uint8)")
+        if channel_order == "BGR":
+            arr = arr[..., ::-1]
+        warnings = self._channel_order_warnings(arr, what) if channel_order == "RGB" else []
+        x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None, None].to(self.device)
+        return to_model_input(x, self.model.image_size), warnings
+
+    def _channel_order_warnings(self, arr: np.ndarray, what: str) -> list[str]:
+        if self.image_mean is None:
+            return []
+        mean = arr.reshape(-1, 3).mean(axis=0)
+        train = np.asarray(self.image_mean)
+        if abs(train[0] - train[2]) < 10:  # red and blue too alike in training to tell
+            return []
+        as_is, swapped = np.abs(mean - train).sum(), np.abs(mean[::-1] - train).sum()
+        if swapped * 2 < as_is:
+            return [f"{what}: its channel means (R, G, B) = ({mean[0]:.0f}, {mean[1]:.0f}, {mean[2]:.0f}) match the "
+                    f"training frames' ({train[0]:.0f}, {train[1]:.0f}, {train[2]:.0f}) only with red and blue "
+                    "swapped: is it BGR? (say channel_order='BGR' and it is converted)"]
+        return []
+
+    def proprio_input(self, proprio: Any, what: str = "proprio") -> np.ndarray:
+        """`(P,)` raw proprio (e.g. the EE position in m), finite, as float64."""
+        try:
+            arr = np.asarray(proprio, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise PlanInputError(f"{what}: not a numeric array: {e}") from None
+        p = self.proprio_dim
+        if arr.shape != (p,):
+            field_ = self.layout.state_field(self.layout.proprio)
+            raise PlanInputError(f"{what}: shape {tuple(arr.shape)}, expected ({p},): the state field "
+                                 f"{field_.name} [{field_.unit}] this model was trained with")
+        if not np.isfinite(arr).all():
+            raise PlanInputError(f"{what}: holds {arr[~np.isfinite(arr)][0]} at dim "
+                                 f"{int(np.flatnonzero(~np.isfinite(arr))[0])}")
+        return arr
+
+    def proprio_warnings(self, raw: np.ndarray, what: str, ood_sigma: float) -> list[str]:
+        """Zero proprio, and dims more than `ood_sigma` training stds from the training mean, by name."""
+        out = []
+        field_ = self.layout.state_field(self.layout.proprio)
+        mean, std = np.asarray(self.proprio_stats.mean), np.asarray(self.proprio_stats.std)
+        if not raw.any() and np.abs(mean).max() > 0:
+            out.append(f"{what} is all zeros: was it sent? (the training mean of {field_.name} is "
+                       f"{_fmt(mean)} {field_.unit})")
+        z = (raw - mean) / (std + STD_EPS)
+        far = np.flatnonzero(np.abs(z) > ood_sigma)
+        if len(far):
+            dims = ", ".join(f"{field_.name}[{i}] = {raw[i]:.4g} {field_.unit} is {z[i]:+.1f} sigma from the training "
+                             f"mean {mean[i]:.4g} (std {std[i]:.3g})" for i in far)
+            out.append(f"{what} is out of the training distribution: {dims}; a goal or state the model never saw "
+                       "dominates the cost")
+        return out
+
+    def actions_input(self, actions: Any, what: str = "executed_actions") -> np.ndarray:
+        """`(k, A)` raw actions, finite, as float64 (a single action `(A,)` is one row)."""
+        try:
+            arr = np.asarray(actions, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise PlanInputError(f"{what}: not a numeric array: {e}") from None
+        if arr.ndim == 1:
+            arr = arr[None]
+        a = self.action_dim
+        if arr.ndim != 2 or arr.shape[1] != a or len(arr) == 0:
+            fields = ", ".join(f"{f.name} [{f.start}:{f.stop}]" for f in self.layout.action)
+            raise PlanInputError(f"{what}: shape {tuple(np.shape(actions))}, expected (k, {a}) raw actions "
+                                 f"({fields})")
+        if not np.isfinite(arr).all():
+            row, col = (int(v) for v in np.argwhere(~np.isfinite(arr))[0])
+            raise PlanInputError(f"{what}: row {row} dim {col} is {arr[row, col]}")
+        return arr
+
+    def normalize_proprio(self, raw: np.ndarray) -> torch.Tensor:
+        """`(P,)` raw -> `(1, 1, P)` normalised, on the device."""
+        mean, std = np.asarray(self.proprio_stats.mean), np.asarray(self.proprio_stats.std)
+        return torch.tensor((raw - mean) / (std + STD_EPS), dtype=torch.float32, device=self.device)[None, None]
+
+    # -- description -------------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """What a client needs to send and to read: shapes, fields with units, frameskip."""
+        layout = self.layout
+        proprio = layout.state_field(layout.proprio)
+        return {
+            "checkpoint": str(self.checkpoint),
+            "layout": layout.name,
+            "image": {"shape": list(self.image_shape), "dtype": "uint8", "channel_order": "RGB"},
+            "proprio": {"field": proprio.name, "dim": proprio.width, "unit": proprio.unit},
+            "action": {"dim": layout.action_dim, "frameskip": self.frameskip,
+                       "fields": [{"name": f.name, "start": f.start, "stop": f.stop, "unit": f.unit, "kind": f.kind}
+                                  for f in layout.action]},
+            "num_hist": self.num_hist,
+            "decoder": self.decoder_trained,
+        }
+
+
+def _fmt(values: np.ndarray) -> str:
+    return "[" + ", ".join(f"{v:.3g}" for v in values) + "]"
+
+
+def _image_shape(layout: Layout, data: dict[str, Any]) -> tuple[int, int, int]:
+    """The frame the model takes: the first (or configured) camera, or the configured cameras fused."""
+    shapes = {layout.observation.camera: (layout.observation.height, layout.observation.width)}
+    shapes |= {c.name: (c.height, c.width) for c in layout.cameras}
+    cameras = data.get("cameras") or [layout.observation.camera]
+    h, w = shapes[cameras[0]]
+    if data.get("fuse") == "side_by_side":
+        w = sum(shapes[c][1] for c in cameras)
+    return h, w, 3
+
+
+def _same_interface(a: Layout, b: Layout) -> bool:
+    key = lambda lay: ([(f.name, f.start, f.stop, f.unit) for f in lay.action], lay.proprio, lay.proprio_dim)  # noqa: E731
+    return key(a) == key(b)
+
+
+def load_planning_model(checkpoint: str | Path, *, store: str | Path | None = None, device: str = "auto",
+                        amp: str = "auto") -> PlanningModel:
+    """The checkpoint's model in eval mode, its statistics, layout and frame shape.
+
+    `store` is needed only for a checkpoint imported from the reference (it holds no statistics or
+    layout): the store's default-split statistics are used and its dims must match the model's.
+    For an fcs checkpoint a store given must have the same action and proprio layout, or this refuses.
+    """
+    from fcs_data.store import open_store
+    from fcs_train.checkpoint import load_world_model
+    from fcs_train.dist import resolve_device
+
+    checkpoint = Path(checkpoint)
+    dev = resolve_device(device)
+    model, ckpt = load_world_model(checkpoint, dev)
+    if model.predictor is None:
+        raise PlanningError(f"{checkpoint}: the model has no predictor; planning needs one")
+    dims = ckpt["dims"]
+    notes: list[str] = []
+    opened = open_store(store) if store is not None else None
+    if ckpt.get("layout") is not None:
+        layout = Layout.model_validate(ckpt["layout"])
+        if opened is not None and not _same_interface(layout, opened.layout):
+            raise PlanningError(f"{opened.path} ({opened.layout.name}) has other action or proprio fields than the data "
+                                f"{checkpoint} was trained on ({layout.name}); plan with data of the same layout")
+    elif opened is not None:
+        layout = opened.layout
+        notes.append(f"layout taken from {opened.path} (the checkpoint holds none)")
+    else:
+        raise PlanningError(f"{checkpoint} holds no layout or statistics (imported from the reference?); give the "
+                            "store it was trained on (--store)")
+    if (layout.action_dim, layout.proprio_dim) != (dims["action_dim"], dims["proprio_dim"]):
+        raise PlanningError(f"{checkpoint}: the model takes {dims['action_dim']}-D actions and {dims['proprio_dim']}-D "
+                            f"proprio, the layout {layout.name} has {layout.action_dim} and {layout.proprio_dim}")
+    if ckpt.get("norm_stats"):
+        stats = {k: ArrayStats.model_validate(v) for k, v in ckpt["norm_stats"].items()}
+    elif opened is not None and opened.metadata.norm_stats is not None:
+        stats = {"action": opened.metadata.norm_stats.action, "proprio": opened.metadata.norm_stats.proprio}
+        notes.append(f"normalisation statistics from {opened.path}'s default split (the checkpoint holds none): make "
+                     "sure the model was trained on this data")
+    else:
+        raise PlanningError(f"{checkpoint} holds no normalisation statistics; give the store it was trained on (--store)")
+    config = ckpt.get("config") or {}
+    data = config.get("data", {})
+    recon = (ckpt.get("val_metrics") or {}).get("decoder_recon_loss_reconstructed")
+    image_mean = (ckpt.get("image_stats") or {}).get("mean")
+    amp_dtype = torch.bfloat16 if (amp == "bf16" or (amp == "auto" and dev.type == "cuda")) else None
+    return PlanningModel(
+        model=model.eval(), checkpoint=checkpoint, layout=layout, action_stats=stats["action"],
+        proprio_stats=stats["proprio"], frameskip=int(dims["frameskip"]), num_hist=int(dims["num_hist"]),
+        image_shape=_image_shape(layout, data), device=dev, amp_dtype=amp_dtype,
+        recon_reference=float(recon) if recon is not None and ckpt.get("decoder_trained", True) else None,
+        image_mean=tuple(image_mean) if image_mean else None,
+        store_fingerprint=(ckpt.get("store") or {}).get("fingerprint"),
+        split={k: data[k] for k in ("split_ratio", "split_seed") if k in data}, cameras=data.get("cameras"),
+        fuse=data.get("fuse"), notes=notes)

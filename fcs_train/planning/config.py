@@ -1,0 +1,123 @@
+"""`PlanConfig`: how a planner searches, validated, from YAML plus `section.key=value` overrides.
+
+Defaults are the reference DINO-WM planner's and the users' server's (CEM: horizon 5, 300 samples,
+top 30, 30 iterations, sigma 1, mean initialised at the dataset mean) with the fixes their notes ask
+for: bounded samples, one batched rollout per iteration, warm starts shifted by what was executed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from fcs_train.config import load_validated
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class CemConfig(_Section):
+    """Cross-entropy method: sample, keep the best `topk`, refit a Gaussian, repeat."""
+
+    samples: int = Field(default=300, ge=2, description="candidate action sequences per iteration")
+    topk: int | None = Field(default=None, ge=1, description="elites the next mean and sigma are fitted to "
+                                                              "(None: a tenth of the samples, at least 2)")
+    iterations: int = Field(default=30, ge=1)
+    sigma_init: float = Field(default=1.0, gt=0, description="initial sigma, in normalised action units")
+    sigma_min: float = Field(default=0.05, ge=0, description="sigma never shrinks below this")
+    early_stop_patience: int | None = Field(
+        default=None, ge=1, description="stop after this many iterations without a relative improvement of the best "
+                                        "cost above early_stop_tol (None: always run every iteration)")
+    early_stop_tol: float = Field(default=1e-3, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> CemConfig:
+        if self.topk is not None and self.topk > self.samples:
+            raise ValueError(f"topk {self.topk} is larger than samples {self.samples}")
+        return self
+
+    @property
+    def elites(self) -> int:
+        return self.topk if self.topk is not None else max(2, self.samples // 10)
+
+
+class GradientConfig(_Section):
+    """Adam on the action sequence through the differentiable rollout; restarts run as one batch."""
+
+    restarts: int = Field(default=8, ge=1, description="sequences optimised together (the first is the warm start)")
+    steps: int = Field(default=60, ge=1)
+    lr: float = Field(default=0.1, gt=0, description="Adam learning rate, in normalised action units")
+    init_sigma: float = Field(default=1.0, ge=0, description="spread of the random restarts around the warm start")
+
+
+class BoundsConfig(_Section):
+    """Raw action bounds. Per dim the default is the training actions' q01..q99 (from the checkpoint).
+
+    Dims are named `field` (every dim of a layout action field) or `field[i]`.
+    """
+
+    default: Literal["quantiles", "minmax"] = Field(
+        default="quantiles", description="q01..q99 or min..max of the training actions")
+    workspace: list[tuple[float, float]] | None = Field(
+        default=None, description="[[x_lo, x_hi], [y_lo, y_hi], [z_lo, z_hi]] in metres, for every position dim of "
+                                  "the actions (kinds position, position_start, position_end)")
+    dims: dict[str, tuple[float, float]] = Field(default_factory=dict, description="[lo, hi] per dim or field")
+    fixed: dict[str, float] = Field(default_factory=dict, description="dims held at a raw value (e.g. gripper open)")
+    masked: list[str] = Field(default_factory=list, description="dims the controller drives: not searched, held at "
+                                                                "the training mean")
+    chain_segments: bool = Field(
+        default=True, description="actions that are [start, end] segments (kinds position_start/position_end): each "
+                                  "start is the previous end, the first the current proprio, as the logger wrote them")
+
+    @model_validator(mode="after")
+    def _check(self) -> BoundsConfig:
+        if self.workspace is not None and len(self.workspace) != 3:
+            raise ValueError(f"workspace needs 3 ranges (x, y, z), got {len(self.workspace)}")
+        for name, (lo, hi) in [*(("workspace", r) for r in self.workspace or []), *self.dims.items()]:
+            if not lo < hi:
+                raise ValueError(f"bounds of {name}: lo {lo} must be below hi {hi}")
+        return self
+
+
+class PlanConfig(_Section):
+    solver: Literal["cem", "gd"] = "cem"
+    horizon: int = Field(default=5, ge=1, description="planning steps, each `frameskip` raw actions")
+    alpha: float = Field(default=1.0, ge=0, description="weight of the proprio embedding MSE in the cost")
+    horizon_weighting: float | None = Field(
+        default=None, gt=0, description="None: the cost of the final predicted frame only; b: every predicted frame "
+                                        "i = 1..H weighted b^i (normalised), so the first steps count too")
+    execute_steps: int = Field(default=1, ge=1, description="planning steps returned to execute per plan (MPC)")
+    max_batch: int = Field(default=300, ge=1, description="candidate sequences per batched rollout (memory)")
+    seed: int = 0
+    amp: Literal["auto", "bf16", "off"] = Field(default="auto", description="auto: bf16 on CUDA, off on CPU")
+    ood_sigma: float = Field(default=3.0, gt=0, description="warn when a proprio dim is this many sigma from the "
+                                                            "training mean")
+    scene_check_factor: float = Field(default=10.0, gt=1, description="warn when a frame's reconstruction error is "
+                                                                      "this many times the training one")
+    cem: CemConfig = CemConfig()
+    gd: GradientConfig = GradientConfig()
+    bounds: BoundsConfig = BoundsConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> PlanConfig:
+        if self.execute_steps > self.horizon:
+            raise ValueError(f"execute_steps {self.execute_steps} is larger than the horizon {self.horizon}")
+        return self
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def describe_solver(self) -> str:
+        if self.solver == "cem":
+            c = self.cem
+            return f"CEM {c.samples} samples x {c.iterations} iterations (top {c.elites})"
+        return f"gradient descent, {self.gd.restarts} restarts x {self.gd.steps} Adam steps (lr {self.gd.lr:g})"
+
+
+def load_plan_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> PlanConfig:
+    """The YAML file (if any), then `section.key=value` overrides (e.g. `cem.samples=100`), validated."""
+    return load_validated(PlanConfig, {}, path, overrides)
