@@ -10,6 +10,7 @@ from __future__ import annotations
 import _compat_pickle
 import io
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,26 @@ def load_pickle(path: str | Path) -> Any:
         raise UnreadableFileError(path, f"{type(e).__name__}: {e}") from e
 
 
+def _load_weights_only(path: Path, *, mmap: bool = False) -> Any:
+    """`torch.load(weights_only=True)` whose failures name the file: `UnsafePickleError` for a
+    global outside torch's allow-list, `UnreadableFileError` for anything that does not decode."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    use_mmap = mmap and zipfile.is_zipfile(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=use_mmap)
+    except pickle.UnpicklingError as e:
+        # torch's message is a paragraph; the line that matters names the global or the bad opcode
+        refused = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if refused:
+            raise UnsafePickleError(path, f"global {refused.group(1)}") from e
+        reason = next((line.strip() for line in str(e).splitlines() if line.strip().startswith("Unsupported")),
+                      str(e).strip().splitlines()[0] if str(e).strip() else "")
+        raise UnreadableFileError(path, f"not a torch.save file ({reason})") from e
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError) as e:
+        raise UnreadableFileError(path, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+
+
 def load_tensor(path: str | Path, *, mmap: bool = False) -> torch.Tensor:
     """`torch.load(path, weights_only=True)`, expecting one tensor.
 
@@ -77,18 +98,17 @@ def load_tensor(path: str | Path, *, mmap: bool = False) -> torch.Tensor:
     full read.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
-    use_mmap = mmap and zipfile.is_zipfile(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=use_mmap)
-    except pickle.UnpicklingError as e:
-        if "weights_only" in str(e) or "Unsupported global" in str(e) or "GLOBAL" in str(e):
-            first = str(e).strip().splitlines()[0] if str(e).strip() else "a global"
-            raise UnsafePickleError(path, first) from e
-        raise UnreadableFileError(path, f"{type(e).__name__}: {e}") from e
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError) as e:
-        raise UnreadableFileError(path, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+    obj = _load_weights_only(path, mmap=mmap)
     if not isinstance(obj, torch.Tensor):
         raise UnreadableFileError(path, f"expected one tensor, found {type(obj).__name__}")
+    return obj
+
+
+def load_state_dict(path: str | Path) -> dict[str, Any]:
+    """`torch.load(path, weights_only=True)`, expecting a dict (a weights file such as a VGG16 or
+    DINOv2 state dict); what it holds is checked by whoever loads it into a module."""
+    path = Path(path)
+    obj = _load_weights_only(path)
+    if not isinstance(obj, dict):
+        raise UnreadableFileError(path, f"expected a state dict, found {type(obj).__name__}")
     return obj

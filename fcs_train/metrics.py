@@ -13,6 +13,9 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
+from fcs_data.safe_io import load_state_dict
+from fcs_train.checkpoint import load_weights_into
+
 
 def z_error_slices(num_hist: int, num_pred: int) -> dict[str, slice]:
     """Frames of `z_pred (B, num_hist, ...)`: all, the last num_pred (new frames), the first new one."""
@@ -57,17 +60,15 @@ class LPIPS(torch.nn.Module):
         from torchmetrics.functional.image.lpips import _LPIPS
 
         self.net = _LPIPS(pretrained=True, net="vgg", pnet_rand=True)  # random backbone: no download
-        state = torch.load(vgg_weights, map_location="cpu", weights_only=True)
+        state = load_state_dict(vgg_weights)
         slices = {i: f"slice{k}" for k, rng in enumerate((range(4), range(4, 9), range(9, 16), range(16, 23),
                                                            range(23, 30)), 1) for i in rng}
         mapped = {}
         for key, value in state.items():
             parts = key.split(".")
-            if parts[0] == "features" and int(parts[1]) in slices:
+            if len(parts) == 3 and parts[0] == "features" and parts[1].isdigit() and int(parts[1]) in slices:
                 mapped[f"{slices[int(parts[1])]}.{parts[1]}.{parts[2]}"] = value
-        missing, _ = self.net.net.load_state_dict(mapped, strict=False)
-        if missing:
-            raise ValueError(f"{vgg_weights}: not a torchvision vgg16 state dict (missing {missing[:3]})")
+        load_weights_into(self.net.net, mapped, vgg_weights, "torchvision vgg16")
         self.net.eval()
         for p in self.parameters():
             p.requires_grad_(False)

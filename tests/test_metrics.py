@@ -8,6 +8,7 @@ import pytest
 import torch
 import torchvision
 
+from fcs_data.errors import UnreadableFileError
 from fcs_train.metrics import LPIPS, image_metrics, z_error_slices
 
 
@@ -47,7 +48,14 @@ def test_lpips_loads_a_user_vgg16_file_and_measures(tmp_path: Path) -> None:
     assert lpips(x, -x) > lpips(x, (x + 0.05 * torch.randn_like(x)).clamp(-1, 1)) > 0
 
 
-def test_lpips_refuses_other_files(tmp_path: Path) -> None:
-    torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "bad.pth")
-    with pytest.raises(Exception, match=r"vgg16|size mismatch"):
-        LPIPS(tmp_path / "bad.pth")
+def test_lpips_refuses_other_files_naming_them(tmp_path: Path) -> None:
+    vgg = torchvision.models.vgg16(weights=None).state_dict()
+    wrong_shape = {**vgg, "features.0.weight": torch.zeros(1)}
+    partial = {k: v for k, v in vgg.items() if not k.startswith("features.28.")}
+    for name, content in {"wrong_shape": wrong_shape, "partial": partial, "tensor": torch.zeros(3)}.items():
+        torch.save(content, tmp_path / f"{name}.pth")
+        with pytest.raises(UnreadableFileError, match=rf"{name}\.pth: cannot be read: .*(vgg16|state dict)"):
+            LPIPS(tmp_path / f"{name}.pth")
+    (tmp_path / "garbage.pth").write_bytes(b"not a torch file")
+    with pytest.raises(UnreadableFileError, match=r"garbage\.pth"):
+        LPIPS(tmp_path / "garbage.pth")

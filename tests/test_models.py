@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fcs_data.errors import UnreadableFileError
 from fcs_train.config import ModelConfig, load_config
 from fcs_train.models import (
     DinoV2Encoder,
@@ -215,7 +216,7 @@ def test_timm_format_weights_load_too(tmp_path: Path) -> None:
 
 def test_weights_for_another_architecture_are_refused(tmp_path: Path) -> None:
     torch.save(_official_state_dict(dim=48, depth=2), tmp_path / "tiny.pth")
-    with pytest.raises(ValueError, match="wrong shape"):
+    with pytest.raises(UnreadableFileError, match=r"tiny\.pth: .*wrong shape"):
         load_encoder_weights(DinoV2Encoder("dinov2_vits14"), tmp_path / "tiny.pth")
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from fcs_data.errors import UnreadableFileError, UnsafePickleError
-from fcs_data.safe_io import load_pickle, load_tensor
+from fcs_data.safe_io import load_pickle, load_state_dict, load_tensor
 
 
 class _Payload:
@@ -85,9 +85,25 @@ def test_tensor_loads_weights_only_and_memory_mapped(tmp_path: Path) -> None:
 def test_code_in_a_pth_is_refused_and_never_run(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     torch.save({"x": _Payload(marker)}, tmp_path / "evil.pth")
-    with pytest.raises(UnsafePickleError, match=r"evil\.pth"):
+    with pytest.raises(UnsafePickleError, match=r"evil\.pth: refused to unpickle global \w+\.makedirs"):
         load_tensor(tmp_path / "evil.pth")
     assert not marker.exists()
+
+
+def test_a_file_that_is_not_a_torch_save_is_unreadable_not_unsafe(tmp_path: Path) -> None:
+    (tmp_path / "garbage.pth").write_bytes(b"not a torch file")
+    with pytest.raises(UnreadableFileError, match=r"garbage\.pth: cannot be read: not a torch\.save file"):
+        load_tensor(tmp_path / "garbage.pth")
+    with pytest.raises(UnreadableFileError, match=r"garbage\.pth"):
+        load_state_dict(tmp_path / "garbage.pth")
+
+
+def test_a_state_dict_file_must_hold_a_dict(tmp_path: Path) -> None:
+    torch.save({"w": torch.ones(2)}, tmp_path / "sd.pth")
+    assert torch.equal(load_state_dict(tmp_path / "sd.pth")["w"], torch.ones(2))
+    torch.save(torch.ones(2), tmp_path / "t.pth")
+    with pytest.raises(UnreadableFileError, match="expected a state dict, found Tensor"):
+        load_state_dict(tmp_path / "t.pth")
 
 
 def test_a_pth_holding_a_dict_is_not_a_tensor(tmp_path: Path) -> None:

@@ -18,6 +18,9 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from fcs_data.safe_io import load_state_dict
+from fcs_train.checkpoint import load_weights_into
+
 INTERPOLATE_OFFSET = 0.1  # DINOv2's `interpolate_offset`
 
 # preset -> timm VisionTransformer arguments; every preset runs the same code
@@ -96,11 +99,9 @@ def load_encoder_weights(encoder: DinoV2Encoder, path: str | Path) -> list[str]:
     and either one under a `base_model.` or `encoder.base_model.` prefix. Loading is strict
     otherwise: a missing or misshapen tensor is an error naming it.
     """
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+    state = load_state_dict(path)
+    if isinstance(state.get("model"), dict):
         state = state["model"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict, found {type(state).__name__}")
     for prefix in ("encoder.base_model.", "base_model.", "module."):
         if any(k.startswith(prefix) for k in state):
             state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
@@ -108,12 +109,5 @@ def load_encoder_weights(encoder: DinoV2Encoder, path: str | Path) -> list[str]:
     if "mask_token" not in state:
         state["mask_token"] = torch.zeros_like(encoder.base_model.mask_token)
         notes.append("no mask_token in the file (timm format): set to zeros, unused for features")
-    own = encoder.base_model.state_dict()
-    wrong = {k: (tuple(v.shape), tuple(own[k].shape)) for k, v in state.items() if k in own and v.shape != own[k].shape}
-    if wrong:
-        raise ValueError(f"{path}: tensors of the wrong shape for encoder preset {encoder.preset!r}: {wrong}")
-    missing, unexpected = encoder.base_model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{path}: not a DINOv2 {encoder.preset} state dict (missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]})")
+    load_weights_into(encoder.base_model, state, path, f"DINOv2 {encoder.preset}")
     return notes
