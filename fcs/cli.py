@@ -514,24 +514,17 @@ def dynamics(
     frameskip, in the units of z_visual_loss and z_proprio_loss: a model trained at frameskip fs
     has learned dynamics only where its validation loss is clearly below that row (skill > 0).
     """
-    import numpy as np
     from rich.table import Table
 
-    from fcs_data.schemas.store import ArrayStats
     from fcs_data.store import open_store
     from fcs_train.checkpoint import load_world_model
     from fcs_train.dist import resolve_device
-    from fcs_train.dynamics import embedding_change, validation_episodes
+    from fcs_train.dynamics import checkpoint_split, embedding_change
 
     dev = resolve_device(device)
     model, ckpt = load_world_model(checkpoint, dev)
     s = open_store(store)
-    data = (ckpt.get("config") or {}).get("data", {})
-    episodes = validation_episodes(s, data.get("split_ratio", 0.9), data.get("split_seed", 42))
-    if len(episodes) == 0:
-        episodes = np.arange(s.num_episodes)
-    stats = (ArrayStats.model_validate(ckpt["norm_stats"]["proprio"]) if ckpt.get("norm_stats")
-             else s.metadata.norm_stats.proprio)
+    episodes, stats = checkpoint_split(s, ckpt)
     with progress_bar("embed", "frameskips") as update:
         rows = []
         for fs in range(1, max_frameskip + 1):

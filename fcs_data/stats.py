@@ -40,6 +40,12 @@ def array_stats(x: np.ndarray) -> ArrayStats:
     )
 
 
+def training_stats(state: np.ndarray, action: np.ndarray, proprio: slice) -> dict[str, ArrayStats]:
+    """`{"action", "proprio"}` statistics of `action (n, A)` and `state (n, S)[:, proprio]`: what a
+    model is normalised with."""
+    return {"action": array_stats(action), "proprio": array_stats(state[:, proprio])}
+
+
 def channel_histogram(frames: np.ndarray) -> np.ndarray:
     """`(3, 256)` int64 counts of each uint8 value per channel for frames `(n, H, W, 3)`."""
     flat = torch.from_numpy(np.ascontiguousarray(frames)).reshape(-1, 3)

@@ -306,16 +306,11 @@ class Store:
     def read_rows(self, name: str, start: int | np.ndarray, stop: int | None = None) -> np.ndarray:
         """Rows of an array (`rgb`, `state`, `action`, ...): a range `[start, stop)` or global indices `start (n,)`."""
         reader = self.reader(name)
-        if stop is None:
+        if stop is None:  # only the chunks holding `start` are read (each decoded once, then cached)
             idx = np.asarray(start, dtype=np.int64)
-            if name.startswith("rgb"):
-                out = np.empty((len(idx), *self.row_shape(name)), np.uint8)
-                reader.read_into(idx, out)
-                return out
-            if len(idx) == 0:
-                return np.empty((0, *self.row_shape(name)), reader.meta.dtype)
-            lo, hi = int(idx.min()), int(idx.max()) + 1
-            return reader.read(lo, hi)[idx - lo]
+            out = np.empty((len(idx), *self.row_shape(name)), reader.meta.dtype)
+            reader.read_into(idx, out)
+            return out
         return reader.read(int(start), stop)
 
     def episode(self, i: int) -> Episode:

@@ -42,10 +42,13 @@ class WindowIndex:
 
     def __init__(self, episodes: np.ndarray, starts: np.ndarray, lengths: np.ndarray, num_frames: int,
                  frameskip: int):
-        counts = windows_per_episode(lengths, num_frames, frameskip)
-        keep = counts > 0
         self.num_frames = num_frames
         self.frameskip = frameskip
+        self._count(episodes, starts, windows_per_episode(lengths, num_frames, frameskip))
+
+    def _count(self, episodes: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> None:
+        """Keep the episodes that serve a window: their ids, first rows and cumulative window counts."""
+        keep = counts > 0
         self.episodes = np.asarray(episodes, np.int64)[keep]
         self.starts = np.asarray(starts, np.int64)[keep]
         self.cum = np.concatenate([[0], np.cumsum(counts[keep])]).astype(np.int64)
@@ -57,6 +60,10 @@ class WindowIndex:
     def nbytes(self) -> int:
         return self.episodes.nbytes + self.starts.nbytes + self.cum.nbytes
 
+    def _start_in_episode(self, idx: np.ndarray | int, k: np.ndarray | int) -> np.ndarray | int:
+        """Start within its episode `k` of window `idx`."""
+        return idx - self.cum[k]
+
     def locate(self, i: int) -> tuple[int, int, int]:
         """`(episode, start within the episode, global frame index of the start)` of window `i`."""
         n = len(self)
@@ -64,49 +71,30 @@ class WindowIndex:
             raise IndexError(f"window {i} out of range for {n} windows")
         i %= n
         k = int(np.searchsorted(self.cum, i, side="right")) - 1
-        s = i - int(self.cum[k])
+        s = int(self._start_in_episode(i, k))
         return int(self.episodes[k]), s, int(self.starts[k]) + s
 
     def locate_many(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Vectorised `locate` for window indices `idx (n,)`."""
         idx = np.asarray(idx, np.int64)
         k = np.searchsorted(self.cum, idx, side="right") - 1
-        s = idx - self.cum[k]
+        s = self._start_in_episode(idx, k)
         return self.episodes[k], s, self.starts[k] + s
 
 
-class ListedWindowIndex:
+class ListedWindowIndex(WindowIndex):
     """Windows at explicit starts (e.g. those within a frame gap), with `WindowIndex`'s interface.
 
     `starts[k]` lists the valid starts of episode `k`; memory is 8 bytes per window.
     """
 
     def __init__(self, episodes: np.ndarray, episode_starts: np.ndarray, starts: list[np.ndarray]):
-        counts = np.array([len(s) for s in starts], np.int64)
-        keep = counts > 0
-        self.episodes = np.asarray(episodes, np.int64)[keep]
-        self.starts = np.asarray(episode_starts, np.int64)[keep]
-        self.cum = np.concatenate([[0], np.cumsum(counts[keep])]).astype(np.int64)
+        self._count(episodes, episode_starts, np.array([len(s) for s in starts], np.int64))
         self.local = np.concatenate([s for s in starts if len(s)] or [np.empty(0, np.int64)]).astype(np.int64)
-
-    def __len__(self) -> int:
-        return int(self.cum[-1])
 
     @property
     def nbytes(self) -> int:
-        return self.episodes.nbytes + self.starts.nbytes + self.cum.nbytes + self.local.nbytes
+        return super().nbytes + self.local.nbytes
 
-    def locate(self, i: int) -> tuple[int, int, int]:
-        n = len(self)
-        if not -n <= i < n:
-            raise IndexError(f"window {i} out of range for {n} windows")
-        i %= n
-        k = int(np.searchsorted(self.cum, i, side="right")) - 1
-        s = int(self.local[i])
-        return int(self.episodes[k]), s, int(self.starts[k]) + s
-
-    def locate_many(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        idx = np.asarray(idx, np.int64)
-        k = np.searchsorted(self.cum, idx, side="right") - 1
-        s = self.local[idx]
-        return self.episodes[k], s, self.starts[k] + s
+    def _start_in_episode(self, idx: np.ndarray | int, k: np.ndarray | int) -> np.ndarray | int:
+        return self.local[idx]

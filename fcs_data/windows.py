@@ -35,7 +35,7 @@ from fcs_data import _cache
 from fcs_data.errors import NonFiniteDataError, StoreError
 from fcs_data.schemas.store import ArrayStats
 from fcs_data.splits import DEFAULT_SPLIT_RATIO, DEFAULT_SPLIT_SEED, Split, split_episodes
-from fcs_data.stats import STD_EPS, array_stats, normalize, unnormalize
+from fcs_data.stats import STD_EPS, normalize, training_stats, unnormalize
 from fcs_data.store import Store
 from fcs_data.window_index import ListedWindowIndex, WindowIndex, frames_needed
 
@@ -65,7 +65,7 @@ def norm_stats(store: Store, train_episodes: np.ndarray) -> dict[str, ArrayStats
     rows = list(zip(starts.tolist(), ends.tolist(), strict=True))
     state = np.concatenate([store.read_rows("state", a, b) for a, b in rows])
     action = np.concatenate([store.read_rows("action", a, b) for a, b in rows])
-    stats = {"action": array_stats(action), "proprio": array_stats(state[:, store.layout.proprio_slice])}
+    stats = training_stats(state, action, store.layout.proprio_slice)
     _cache.save("norm_stats", key, {k: v.model_dump() for k, v in stats.items()})
     return stats
 
@@ -139,7 +139,7 @@ class WindowDataset(torch.utils.data.Dataset):
                 "serve no window: %s%s", split, len(ids), len(chosen), need, ids[:20], " ..." if len(ids) > 20 else "",
             )
         self.episodes = chosen[~short]
-        self.index: WindowIndex | ListedWindowIndex = WindowIndex(
+        self.index: WindowIndex = WindowIndex(
             self.episodes, opened.episode_starts[self.episodes], lengths[~short], self.num_frames, frameskip)
         if max_frame_gap is not None:
             self.index = self._gap_filtered(opened, max_frame_gap)

@@ -13,13 +13,16 @@ difference), so the rows compare directly with a run's metrics.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
+from fcs_data.schemas.store import ArrayStats
 from fcs_data.splits import split_episodes
 from fcs_data.stats import normalize
 from fcs_data.store import Store
+from fcs_data.windows import norm_stats
 from fcs_train.models import VWorldModel, to_model_input
 
 
@@ -61,7 +64,7 @@ def embedding_change(model: VWorldModel, store: Store, proprio_stats, *, episode
             rows = store.episode_starts[part[:, 0]] + part[:, 1]
             ids = np.stack([rows, rows + fs], axis=1).reshape(-1)  # (2n,): frame t, frame t + fs, ...
             frames = torch.from_numpy(store.read_frames(ids)).permute(0, 3, 1, 2).to(device)
-            state = np.stack([store.read_rows("state", int(g), int(g) + 1)[0] for g in ids])
+            state = store.read_rows("state", ids)
             p = torch.from_numpy(normalize(state[:, proprio], proprio_stats)).to(device)
             visual = to_model_input(frames, model.image_size).reshape(len(part), 2, 3, model.image_size,
                                                                        model.image_size)
@@ -73,5 +76,15 @@ def embedding_change(model: VWorldModel, store: Store, proprio_stats, *, episode
     return out
 
 
-def validation_episodes(store: Store, split_ratio: float, seed: int) -> np.ndarray:
-    return split_episodes(range(store.num_episodes), "val", split_ratio, seed)
+def checkpoint_split(store: Store, ckpt: dict[str, Any]) -> tuple[np.ndarray, ArrayStats]:
+    """`(episodes, proprio statistics)` for measuring a checkpoint's data: the validation episodes of
+    its split (all episodes when it had none) and its proprio statistics (else its train split's)."""
+    data = (ckpt.get("config") or {}).get("data", {})
+    ratio, seed = data.get("split_ratio", 0.9), data.get("split_seed", 42)
+    pool = range(store.num_episodes)
+    episodes = split_episodes(pool, "val", ratio, seed)
+    if len(episodes) == 0:
+        episodes = np.arange(store.num_episodes)
+    if ckpt.get("norm_stats"):
+        return episodes, ArrayStats.model_validate(ckpt["norm_stats"]["proprio"])
+    return episodes, norm_stats(store, split_episodes(pool, "train", ratio, seed))["proprio"]

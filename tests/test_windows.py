@@ -137,7 +137,7 @@ def test_the_default_split_takes_the_statistics_the_converter_stored(store: Path
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     import fcs_data.windows as windows
 
-    monkeypatch.setattr(windows, "array_stats", lambda x: pytest.fail("statistics were recomputed"))
+    monkeypatch.setattr(windows, "training_stats", lambda *a: pytest.fail("statistics were recomputed"))
     ds = WindowDataset(store, num_hist=1)
     stored = open_store(store).metadata.norm_stats
     assert stored is not None and ds.stats["action"] == stored.action
@@ -154,7 +154,7 @@ def test_other_splits_are_remembered_outside_the_store_which_is_never_written(
 
     before = _snapshot(store)
     first = WindowDataset(store, num_hist=1, split="train", seed=77)
-    monkeypatch.setattr(windows, "array_stats", lambda x: pytest.fail("statistics were recomputed"))
+    monkeypatch.setattr(windows, "training_stats", lambda *a: pytest.fail("statistics were recomputed"))
     second = WindowDataset(store, num_hist=2, split="val", seed=77)
     for i in range(len(second)):
         second[i]

@@ -68,7 +68,7 @@ from fcs_data.schemas.store import EpisodeMeta, Provenance, SplitStats, StoreMet
 from fcs_data.sources import LoggerSource, StepArrays, open_source
 from fcs_data.sources.conventions import conversion_notes, frames_to_store, steps_to_store, store_length
 from fcs_data.splits import DEFAULT_SPLIT_RATIO, DEFAULT_SPLIT_SEED, split_episodes
-from fcs_data.stats import array_stats, channel_histogram, image_stats
+from fcs_data.stats import array_stats, channel_histogram, image_stats, training_stats
 from fcs_data.validation.source import validate_source
 from fcs_data.window_index import episode_starts, total_frames
 
@@ -617,8 +617,8 @@ def _convert(src: Path, out: Path, partial: Path, layout: Layout, codec: str, po
 
 
 def _lowdim_stats(state: np.ndarray, action: np.ndarray, layout: Layout) -> dict:
-    return {"state": array_stats(state).model_dump(), "action": array_stats(action).model_dump(),
-            "proprio": array_stats(state[:, layout.proprio_slice]).model_dump()}
+    stats = {"state": array_stats(state), **training_stats(state, action, layout.proprio_slice)}
+    return {k: v.model_dump() for k, v in stats.items()}
 
 
 def _default_split_stats(plan: Plan, state: np.ndarray, action: np.ndarray, layout: Layout) -> SplitStats:
@@ -626,7 +626,7 @@ def _default_split_stats(plan: Plan, state: np.ndarray, action: np.ndarray, layo
     train = split_episodes(range(len(plan.episodes)), "train", DEFAULT_SPLIT_RATIO, DEFAULT_SPLIT_SEED)
     rows = np.concatenate([np.arange(plan.episode_starts[e], plan.episode_ends[e]) for e in train])
     return SplitStats(split_ratio=DEFAULT_SPLIT_RATIO, seed=DEFAULT_SPLIT_SEED, train_episodes=train.tolist(),
-                      action=array_stats(action[rows]), proprio=array_stats(state[rows][:, layout.proprio_slice]))
+                      **training_stats(state[rows], action[rows], layout.proprio_slice))
 
 
 def _episode_files(src: Path, episode: int) -> dict[str, int]:

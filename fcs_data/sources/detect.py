@@ -31,7 +31,7 @@ from fcs_data.safe_io import load_tensor
 from fcs_data.schemas import Layout
 from fcs_data.schemas.layout import QUATERNION_KINDS, builtin_layouts
 from fcs_data.sources.conventions import fuse_cameras
-from fcs_data.sources.evidence import SEGMENT_TOL, channel_evidence, gripper_down
+from fcs_data.sources.evidence import SEGMENT_TOL, channel_evidence, quaternion_evidence
 
 _EPISODE_DIR = re.compile(r"^\d{6}$")
 _STEP_FILE = re.compile(r"^(\d+)\.h5$")
@@ -273,11 +273,8 @@ def _content(layout: Layout, pr: Probe) -> dict[str, tuple[str | None, str]]:
             state = s.get(layout.sources.state_dataset or "")
             if state is None:
                 continue
-            q = state[:, f.slice].astype(np.float64)
-            declared = q if f.kind == "quaternion_wxyz" else q[:, [3, 0, 1, 2]]
-            other = q[:, [3, 0, 1, 2]] if f.kind == "quaternion_wxyz" else q
-            d, o = float(np.median(gripper_down(declared))), float(np.median(gripper_down(other)))
-            votes.append("fail" if d < 0.8 and o > 0.95 else "pass" if o < 0.8 and d > 0.95 else None)
+            verdict, _, _ = quaternion_evidence(state[:, f.slice], f.kind.removeprefix("quaternion_"))
+            votes.append({"same": "pass", "swapped": "fail"}.get(verdict or ""))
         out["quaternion"] = (_verdict(votes), f"quaternions read as {f.unit} point the gripper down")
     return out
 

@@ -19,6 +19,21 @@ def gripper_down(quat_wxyz: np.ndarray) -> np.ndarray:
     return 2 * (x**2 + y**2) - 1  # -(R[2, 2]): R's third column is the tool z axis in the world
 
 
+def quaternion_evidence(quat: np.ndarray, declared: str) -> tuple[str | None, float, float]:
+    """`(verdict, declared_down, opposite_down)` for `(T, 4)` quaternions declared `wxyz` or `xyzw`:
+    the median `gripper_down` read in the declared order and in the other one. A stacking gripper
+    stays within ~15 degrees of vertical, so verdict `same` (the declared order points it down),
+    `swapped` (only the other does) or None (both or neither: the data cannot tell)."""
+    q = quat.astype(np.float64)
+    as_wxyz, other = (q, q[:, [3, 0, 1, 2]]) if declared == "wxyz" else (q[:, [3, 0, 1, 2]], q)
+    d, o = float(np.median(gripper_down(as_wxyz))), float(np.median(gripper_down(other)))
+    if d < 0.8 and o > 0.95:
+        return "swapped", d, o
+    if o < 0.8 and d > 0.95:
+        return "same", d, o
+    return None, d, o
+
+
 def channel_evidence(frames_rgb: np.ndarray, colors_rgb: np.ndarray) -> tuple[str | None, float, float]:
     """`(verdict, same, swapped)`: mean absolute differences of frames `(n, H, W, 3)` read as RGB against
     a camera's RGB frames as they are and with reversed channels; verdict `same`, `swapped` or None."""

@@ -10,7 +10,7 @@ import numpy as np
 
 from fcs_data.schemas import Finding, Layout, VectorField
 from fcs_data.schemas.layout import QUATERNION_KINDS
-from fcs_data.sources.evidence import SEGMENT_TOL, gripper_down
+from fcs_data.sources.evidence import SEGMENT_TOL, quaternion_evidence
 
 _BOUND_TOL = 1e-3
 _QUAT_TOL = 1e-3
@@ -187,11 +187,8 @@ def quaternion_order(layout: Layout, episode: int, state: np.ndarray, rows: np.n
     for f in layout.state:
         if f.kind not in QUATERNION_KINDS or rows.sum() < 2 or f.name.endswith("_copy"):
             continue
-        q = state[rows][:, f.slice].astype(np.float64)
-        as_wxyz = q if f.kind == "quaternion_wxyz" else q[:, [3, 0, 1, 2]]
-        other = q[:, [3, 0, 1, 2]] if f.kind == "quaternion_wxyz" else q
-        declared, opposite = float(np.median(gripper_down(as_wxyz))), float(np.median(gripper_down(other)))
-        if declared < 0.8 and opposite > 0.95:  # a stacking gripper is within ~15 degrees of vertical
+        verdict, declared, opposite = quaternion_evidence(state[rows][:, f.slice], f.kind.removeprefix("quaternion_"))
+        if verdict == "swapped":
             order = "xyzw" if f.kind == "quaternion_wxyz" else "wxyz"
             out.append(Finding.make(
                 "quaternion-order",

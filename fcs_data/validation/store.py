@@ -15,7 +15,7 @@ from fcs_data.errors import StoreDataError, StoreError
 from fcs_data.format import FORMAT_VERSION
 from fcs_data.schemas import Finding, ValidationReport
 from fcs_data.schemas.store import ArrayStats
-from fcs_data.stats import array_stats, channel_histogram, image_stats
+from fcs_data.stats import array_stats, channel_histogram, image_stats, training_stats
 from fcs_data.store import Store, read_metadata
 from fcs_data.validation import checks
 
@@ -170,8 +170,7 @@ def validate_store(path: str | Path, *, quick: bool = False,
         report.add(f)
     if meta.stats is not None and store.num_frames and not damage.rows:
         state, action = np.concatenate(states), np.concatenate(actions)
-        actual = {"state": array_stats(state), "action": array_stats(action),
-                  "proprio": array_stats(state[:, meta.layout.proprio_slice])}
+        actual = {"state": array_stats(state), **training_stats(state, action, meta.layout.proprio_slice)}
         for name, stats in actual.items():
             for f in _compare_stats(name, getattr(meta.stats, name), stats):
                 report.add(f)

@@ -21,7 +21,7 @@ import torch
 from fcs_data.errors import FcsError
 from fcs_data.schemas import Layout
 from fcs_data.schemas.store import ArrayStats
-from fcs_data.stats import STD_EPS
+from fcs_data.stats import normalize
 from fcs_train.models import VWorldModel, to_model_input
 
 CHANNEL_ORDERS = ("RGB", "BGR")
@@ -150,7 +150,7 @@ class PlanningModel:
         if not raw.any() and np.abs(mean).max() > 0:
             out.append(f"{what} is all zeros: was it sent? (the training mean of {field_.name} is "
                        f"{_fmt(mean)} {field_.unit})")
-        z = (raw - mean) / (std + STD_EPS)
+        z = normalize(raw, self.proprio_stats)
         far = np.flatnonzero(np.abs(z) > ood_sigma)
         if len(far):
             dims = ", ".join(f"{field_.name}[{i}] = {raw[i]:.4g} {field_.unit} is {z[i]:+.1f} sigma from the training "
@@ -179,8 +179,7 @@ class PlanningModel:
 
     def normalize_proprio(self, raw: np.ndarray) -> torch.Tensor:
         """`(P,)` raw -> `(1, 1, P)` normalised, on the device."""
-        mean, std = np.asarray(self.proprio_stats.mean), np.asarray(self.proprio_stats.std)
-        return torch.tensor((raw - mean) / (std + STD_EPS), dtype=torch.float32, device=self.device)[None, None]
+        return torch.tensor(normalize(raw, self.proprio_stats), device=self.device)[None, None]
 
     # -- description -------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
