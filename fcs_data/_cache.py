@@ -1,7 +1,7 @@
 """A small JSON cache outside any store, for things worth computing once (e.g. split statistics).
 
 The read path never writes into a store; what it may remember lives here, keyed by the store's
-fingerprint: `$FCS_CACHE_DIR`, else `$XDG_CACHE_HOME/fcs`, else `~/.cache/fcs`. A cache that
+layout and content hashes: `$FCS_CACHE_DIR`, else `$XDG_CACHE_HOME/fcs`, else `~/.cache/fcs`. A cache that
 cannot be written is skipped (with a debug log line); deleting it is always harmless.
 """
 

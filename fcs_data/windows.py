@@ -22,6 +22,7 @@ and a few small arrays; each process opens its own file handles on first use.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -47,14 +48,21 @@ def norm_stats(store: Store, train_episodes: np.ndarray) -> dict[str, ArrayStats
 
     The default split's statistics were computed by the converter and live in the store's metadata;
     any other split is computed here (one pass over its low-dimensional rows) and remembered in the
-    user cache (`fcs_data._cache`), keyed by the store's fingerprint. Nothing is written into the store.
+    user cache (`fcs_data._cache`), keyed by the layout and the episodes' content hashes. Nothing is written into the store.
     """
     episodes = np.asarray(train_episodes, np.int64)
     stored = store.metadata.norm_stats
     if stored is not None and stored.train_episodes == episodes.tolist():
         return {"action": stored.action, "proprio": stored.proprio}
-    key = hashlib.blake2b((store.fingerprint + ":" + ",".join(map(str, episodes.tolist()))).encode(),
-                          digest_size=16).hexdigest()
+    if len(store.episode_meta) != store.num_episodes:
+        raise StoreError(f"{store.path}: meta has {len(store.episode_meta)} episode records for "
+                         f"{store.num_episodes} episodes; run `fcs validate {store.path}`")
+    # what the statistics depend on: the layout the rows were stored in and those episodes' contents
+    # (not the fingerprint, which two stores converted in the same second with equal lengths share)
+    blob = json.dumps([store.layout.model_dump(mode="json"),
+                       [store.episode_meta[e].content_hash for e in episodes.tolist()],
+                       store.episode_lengths[episodes].tolist()])
+    key = hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
     cached = _cache.load("norm_stats", key)
     if cached is not None:
         try:

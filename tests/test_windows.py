@@ -17,7 +17,7 @@ from fcs_data.converters.to_zarr import convert_to_zarr
 from fcs_data.errors import NonFiniteDataError
 from fcs_data.loader import collate_windows
 from fcs_data.splits import split_episodes
-from fcs_data.store import open_store
+from fcs_data.store import Store, open_store
 from fcs_data.synth import synthesize
 from fcs_data.window_index import WindowIndex, windows_per_episode
 from fcs_data.windows import ReferenceAdapter, WindowDataset
@@ -161,6 +161,22 @@ def test_other_splits_are_remembered_outside_the_store_which_is_never_written(
     assert second.stats == first.stats
     assert list((private_cache / "norm_stats").glob("*.json")), "cached in the user cache"
     assert _snapshot(store) == before, "the read path wrote into the store"
+
+
+def test_split_statistics_never_come_from_another_store_with_the_same_fingerprint(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other_source = synthesize(tmp_path / "other", episodes=10, min_len=14, max_len=40, seed=22)
+    other = convert_to_zarr(other_source, tmp_path / "other.zarr", workers=1, shard_frames=8).store
+    # two stores converted in the same second with equal episode lengths share a fingerprint
+    monkeypatch.setattr(Store, "fingerprint", property(lambda self: "same"))
+    first = WindowDataset(store, num_hist=1, split="train", seed=78)
+    second = WindowDataset(other, num_hist=1, split="train", seed=78)
+    s = open_store(other)
+    train = split_episodes(range(s.num_episodes), "train", 0.9, 78)
+    acts = np.concatenate([s.read_rows("action", int(s.episode_starts[e]), int(s.episode_ends[e])) for e in train])
+    np.testing.assert_allclose(second.stats["action"].mean, acts.mean(0), rtol=1e-6, atol=1e-9)
+    assert first.stats != second.stats
 
 
 def test_a_nan_in_a_valid_step_is_refused_naming_episode_and_step(store: Path, tmp_path: Path) -> None:
