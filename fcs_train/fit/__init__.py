@@ -1,0 +1,1 @@
+"""`fcs fit`: what fits on a GPU, predicted on any machine (issue 21)."""
