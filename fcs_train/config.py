@@ -134,6 +134,11 @@ class TrainSection(_Section):
     init_optimizers: bool = Field(default=False, description="with init_from: also continue its optimizer states "
                                                              "and epoch count (fcs train --resume-from-reference)")
     loader_timeout: float = Field(default=300.0, ge=0, description="seconds to wait for a batch (0: forever)")
+    memory_check: Literal["stop", "warn", "off"] = Field(
+        default="stop", description="predict the GPU memory peak before the first step (fcs fit); stop, warn or "
+                                    "skip when it does not fit")
+    memory_limit: str | None = Field(default=None, pattern=r"^\s*[0-9]*\.?[0-9]+\s*[a-zA-Z]*\s*$",
+                                     description="GPU memory to check against instead of the device's, e.g. 16GiB")
 
 
 class LogConfig(_Section):

@@ -37,6 +37,7 @@ from fcs_data.windows import WindowDataset
 from fcs_train import dist as fdist
 from fcs_train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from fcs_train.config import TrainConfig
+from fcs_train.fit.preflight import preflight
 from fcs_train.metrics import LPIPS, image_metrics, z_errors
 from fcs_train.models import PARTS, VWorldModel, build_model, to_model_input
 from fcs_train.plots import save_prediction_grid
@@ -184,6 +185,7 @@ class Trainer:
                              f"frameskip = {need} frames; lower data.num_hist or data.frameskip")
         self.store = self.train_ds.store
         self.fingerprint = self.store.fingerprint
+        preflight(cfg, self.device, self.train_ds, self.log.info)  # predicted GPU memory (fcs fit), before any is used
 
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
         layout = self.store.layout

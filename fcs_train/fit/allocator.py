@@ -22,6 +22,7 @@ Reserved memory is the sum of segment sizes (mapped pages with expandable segmen
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,48 +124,51 @@ class CachingAllocator:
     def _grow(self, small: bool, size: int) -> _Block:
         """A new segment (or, expandable, more pages at the end of the pool's segment) holding `size` bytes."""
         pool = self.pools[small]
-        if self.expandable:
-            page = SMALL_BUFFER if small else LARGE_BUFFER
-            top = self._tops[small]
-            have = top.size if top is not None and top.free else 0
-            extra = -(-(size - have) // page) * page
-            self._reserve(extra)
-            if have:
-                pool.remove(top)
-                top.size += extra
-                return top
-            seg = self._new_segment_id(small)
-            b = _Block(seg, self._next_addr, extra, small)
-            self._next_addr += extra
-            if top is not None:
-                top.next, b.prev = b, top
-            self._tops[small] = b
-            self.segments[seg] = self.segments.get(seg, 0) + extra
+        if not self.expandable:
+            nbytes = segment_size(size)
+            self._reserve(lambda: nbytes)
+            self._next_segment += 1
+            seg = self._next_segment
+            self.segments[seg] = nbytes
+            b = _Block(seg, self._next_addr, nbytes, small)
+            self._next_addr += nbytes
             pool.blocks[id(b)] = b
             return b
-        nbytes = segment_size(size)
-        self._reserve(nbytes)
-        seg = self._new_segment_id(small)
-        self.segments[seg] = nbytes
-        b = _Block(seg, self._next_addr, nbytes, small)
-        self._next_addr += nbytes
+        page = SMALL_BUFFER if small else LARGE_BUFFER
+
+        def extra() -> int:
+            top = self._tops[small]
+            have = top.size if top is not None and top.free else 0
+            return -(-(size - have) // page) * page
+
+        grow = self._reserve(extra)
+        top = self._tops[small]
+        seg = int(small)
+        self.segments[seg] = self.segments.get(seg, 0) + grow
+        if top is not None and top.free:
+            pool.remove(top)
+            top.size += grow
+            return top
+        b = _Block(seg, self._next_addr, grow, small)
+        self._next_addr += grow
+        if top is not None:
+            top.next, b.prev = b, top
+        self._tops[small] = b
         pool.blocks[id(b)] = b
         return b
 
-    def _new_segment_id(self, small: bool) -> int:
-        if self.expandable:
-            return int(small)
-        self._next_segment += 1
-        return self._next_segment
-
-    def _reserve(self, nbytes: int) -> None:
-        if self.limit is not None and self.reserved + nbytes > self.limit:
+    def _reserve(self, nbytes: Callable[[], int]) -> int:
+        """Reserve `nbytes()` more (asked again after the cache is released under the limit); returns it."""
+        n = nbytes()
+        if self.limit is not None and self.reserved + n > self.limit:
             self.retries += 1
             self._release()
-            if self.reserved + nbytes > self.limit:
-                raise OutOfMemory(f"{nbytes} more bytes reserved would exceed the limit of {self.limit}")
-        self.reserved += nbytes
+            n = nbytes()
+            if self.reserved + n > self.limit:
+                raise OutOfMemory(f"{n} more bytes reserved would exceed the limit of {self.limit}")
+        self.reserved += n
         self.peak_reserved = max(self.peak_reserved, self.reserved)
+        return n
 
     def _release(self) -> None:
         """Give back cached memory: whole free segments (classic) or free pages (expandable)."""

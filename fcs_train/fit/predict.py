@@ -97,7 +97,7 @@ def trace_run(cfg: TrainConfig, shape: StepShape, setup: Setup = FCS, *, policy:
                     del last
                 else:
                     start = 0
-                    run_planning(model, shape, plan, amp, tracker, run_cfg.model.image_size)
+                    run_planning(model, shape, plan, amp, tracker)
             finally:
                 unhook()
         return tracker.result(gpu.kernels if gpu is not None else {}), start

@@ -25,7 +25,7 @@ import torch
 from fcs_train.config import DecoderSchedule, TrainConfig
 from fcs_train.fit.kernels import AttentionPolicy
 from fcs_train.metrics import image_metrics, z_errors
-from fcs_train.models import VWorldModel, build_model
+from fcs_train.models import VWorldModel, build_model, to_model_input
 from fcs_train.models.predictor import Attention
 from fcs_train.planning.config import PlanConfig
 from fcs_train.planning.objective import Objective
@@ -131,20 +131,22 @@ def build(cfg: TrainConfig, shape: StepShape, fake_mode: Any | None = None) -> V
     return model
 
 
-def step_harness(cfg: TrainConfig, model: VWorldModel, foreach: bool | None) -> Any:
+def step_harness(cfg: TrainConfig, model: VWorldModel, foreach: bool | None,
+                 device: torch.device | None = None) -> Any:
     """A `Trainer` without a store or a loader, whose step methods (optimizers, inputs, autocast, decoder
-    schedule, optimizer step) are the real ones; `foreach` overrides the optimizers' setting (CUDA's
-    default is the multi-tensor implementation, this CPU's the per-parameter loop)."""
+    schedule, optimizer step) are the real ones, on `model`'s `device` (CPU for a prediction);
+    `foreach` overrides the optimizers' setting (CUDA's default is the multi-tensor implementation,
+    this CPU's the per-parameter loop)."""
     from fcs_train.trainer import Trainer
 
     t = Trainer.__new__(Trainer)
-    t.cfg, t.model, t.net, t.device = cfg, model, model, torch.device("cpu")
+    t.cfg, t.model, t.net, t.device = cfg, model, model, device or torch.device("cpu")
     t.schedule = cfg.model.decoder.schedule if model.decoder is not None else "off"
     t.decoder_trained = model.decoder is not None and t.schedule != "off"
     if model.decoder is not None and t.schedule == "off":
         model.decoder.requires_grad_(False)
     t.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
-    t.scaler = torch.amp.GradScaler("cpu", enabled=False)  # fp16's loss scaling costs scalars only
+    t.scaler = torch.amp.GradScaler(t.device.type, enabled=False)  # fp16's loss scaling costs scalars only
     t.decoder_gen = torch.Generator().manual_seed(cfg.train.seed * 7919 + 17)
     t.global_step = 0
     t.optimizers = t._make_optimizers()
@@ -268,43 +270,43 @@ def run_validation(trainer: Any, shape: StepShape, rec: Recorder, no_grad: bool 
 
 
 def run_planning(model: VWorldModel, shape: StepShape, plan: PlanConfig, amp_dtype: torch.dtype | None,
-                 rec: Recorder, image_size: int) -> None:
+                 rec: Recorder, device: torch.device | None = None) -> None:
     """One batch of candidate rollouts as the planner evaluates them (`Objective.cost`): the goal and
     `num_hist` context frames encoded one at a time, then `min(samples, max_batch)` candidates of
     `horizon` steps (CEM, under no_grad), or the gradient solver's restarts with their backward."""
     model.eval()
+    device = device or torch.device("cpu")
+    image_size = model.image_size
 
     def autocast() -> contextlib.AbstractContextManager:
-        return torch.autocast("cpu", dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
 
     objective = Objective(model, alpha=plan.alpha, horizon_weighting=plan.horizon_weighting,
                           max_batch=plan.max_batch, autocast=autocast)
     h, w = shape.frame_shape or (image_size, image_size)
     width = shape.frameskip * shape.action_dim
-    from fcs_train.models import to_model_input
-
     with torch.no_grad():
         rec.mark("planning context")
         frames = []
         for _ in range(shape.num_hist + 1):
             with rec.label("inputs"):
-                x = to_model_input(torch.zeros(1, 1, 3, h, w, dtype=torch.uint8), image_size)
-                p = torch.zeros(1, 1, shape.proprio_dim)
+                x = to_model_input(torch.zeros(1, 1, 3, h, w, dtype=torch.uint8, device=device), image_size)
+                p = torch.zeros(1, 1, shape.proprio_dim, device=device)
             with autocast():
                 z = model.encode_obs({"visual": x, "proprio": p})
             frames.append({k: v.float() for k, v in z.items()})
             del x, p, z
         objective.set_goal(frames[0])
         context = {k: torch.cat([f[k] for f in frames[1:]], dim=1) for k in ("visual", "proprio")}
-        objective.set_context(context, torch.zeros(1, shape.num_hist - 1, width))
+        objective.set_context(context, torch.zeros(1, shape.num_hist - 1, width, device=device))
         del frames
     rec.mark("planning rollouts")
     if plan.solver == "cem":
         with torch.no_grad():
-            candidates = torch.zeros(min(plan.cem.samples, plan.max_batch), plan.horizon, width)
+            candidates = torch.zeros(min(plan.cem.samples, plan.max_batch), plan.horizon, width, device=device)
             objective.cost(candidates)
     else:
-        x = torch.zeros(plan.gd.restarts, plan.horizon, width, requires_grad=True)
+        x = torch.zeros(plan.gd.restarts, plan.horizon, width, device=device, requires_grad=True)
         with torch.enable_grad():
             cost = objective.cost(x)
             torch.autograd.grad(cost.sum(), x)

@@ -115,7 +115,8 @@ class StorageTracker(TorchDispatchMode):
         return self._labels[-1] if self._labels else self.default
 
     def track(self, t: torch.Tensor, category: str | None = None, nbytes: int | None = None) -> None:
-        """Count `t`'s storage from now on (tensors made before the tracker started: parameters, inputs)."""
+        """Count `t`'s storage from now on. Tensors made before the tracker started (parameters) must be
+        tracked this way first, else the first view of one an op returns counts it as new."""
         st = t.untyped_storage()
         key = id(st)
         if key in self._live or st.nbytes() == 0:
