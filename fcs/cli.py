@@ -521,6 +521,8 @@ def fit(
                                                  "this GPU's calibration, then predict with it")] = False,
     calibration: Annotated[Path | None, typer.Option(help="calibration file to use (or, with --calibrate, to write); "
                                                           "default: the one kept for this GPU")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="processes tracing the table's num_hist values in parallel "
+                                                     "(default: up to 4 CPU cores)")] = min(4, os.cpu_count() or 1),
 ) -> None:
     """Predict the GPU memory of training, validation and planning, on any machine, and what fits.
 
@@ -611,7 +613,7 @@ def fit(
     if table:
         with progress_bar("sweep", "num_hist") as update:
             report = fit_report(cfg, budget, batches=batches, num_hists=num_hists, frameskips=frameskips,
-                                episodes=episodes, plan=PlanConfig(), progress=update)
+                                episodes=episodes, plan=PlanConfig(), workers=workers, progress=update)
         if not quiet:
             print_report(report)
         if png is not None:

@@ -6,7 +6,7 @@ from rich.table import Table
 
 from fcs.views import console
 from fcs_train.fit.calibration import Calibration
-from fcs_train.fit.predict import Estimate, Prediction
+from fcs_train.fit.prediction import Estimate, Prediction
 from fcs_train.fit.report import GIB, Budget, FitReport, gib, grad_accum_for
 from fcs_train.fit.tracker import CATEGORIES
 

@@ -1,4 +1,4 @@
-"""Memory predictions (fcs_train.fit.predict) against the same steps run for real on this CPU.
+"""Memory predictions (fcs_train.fit.prediction) against the same steps run for real on this CPU.
 
 The real runs are measured two ways, neither of which uses the predictor's tracker:
 - live tensor storage, by a small weakref meter written here (`LiveStorage`), the quantity the
@@ -22,7 +22,7 @@ from torch.utils._pytree import tree_leaves
 from fcs_train.config import load_config
 from fcs_train.fit.allocator import LARGE_BUFFER, round_size
 from fcs_train.fit.kernels import CUDA, NATIVE, KernelPolicy, emulate
-from fcs_train.fit.predict import Sweep, predict, trace_run
+from fcs_train.fit.prediction import Sweep, predict, trace_run
 from fcs_train.fit.steps import (
     FCS,
     REFERENCE,

@@ -6,7 +6,7 @@
 
 Modules: `kernels` (the CUDA kernel choices emulated on CPU), `tracker` (live storages of a step),
 `allocator` (the CUDA caching allocator replayed), `steps` (the trainer's and planner's steps),
-`predict` (traces -> peaks; `Sweep` over batch size and frameskip), `calibration` (a GPU's
+`prediction` (traces -> peaks; `Sweep` over batch size and frameskip), `calibration` (a GPU's
 measured offsets), `report` (the table), `plots` (the PNG), `preflight` (`fcs train`'s check).
 """
 
@@ -18,7 +18,7 @@ from fcs_train.fit.calibration import (
     load_calibration,
 )
 from fcs_train.fit.plots import save_fit_png
-from fcs_train.fit.predict import Estimate, FitError, Prediction, Sweep, TraceMismatch, predict
+from fcs_train.fit.prediction import Estimate, FitError, Prediction, Sweep, TraceMismatch, predict
 from fcs_train.fit.preflight import DoesNotFit, MemoryCheck, check_memory
 from fcs_train.fit.report import Budget, Episodes, FitReport, fit_report, parse_bytes
 from fcs_train.fit.steps import FCS, REFERENCE, Setup, StepShape

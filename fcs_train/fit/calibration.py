@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fcs_data._cache import cache_dir
 from fcs_train.config import TrainConfig
-from fcs_train.fit.predict import FitError, Prediction, predict
+from fcs_train.fit.prediction import FitError, Prediction, predict
 from fcs_train.fit.steps import (
     FCS,
     NullRecorder,

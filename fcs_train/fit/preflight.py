@@ -16,13 +16,13 @@ nothing on the GPU yet:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
 from fcs_train.config import TrainConfig
 from fcs_train.fit.calibration import DEFAULT_OVERHEAD, configure_allocator, find_calibration
-from fcs_train.fit.predict import FitError, Prediction, Sweep, predict
+from fcs_train.fit.prediction import FitError, Prediction, Sweep, predict
 from fcs_train.fit.report import Budget, gib, largest_batch, parse_bytes
 from fcs_train.fit.steps import FCS, StepShape
 
@@ -79,11 +79,11 @@ def check_memory(cfg: TrainConfig, budget: Budget, shape: StepShape) -> MemoryCh
     pred = predict(cfg, shape, FCS)
     if budget.fits_run(pred):
         return MemoryCheck(pred, budget, True)
-    one = predict(cfg, replace(shape, batch_size=1), FCS)
-    if not budget.fits_run(one):
+    if shape.batch_size == 1:
         return MemoryCheck(pred, budget, False, 0)
-    sweep = Sweep(cfg, shape, FCS)
-    best = largest_batch(lambda b: budget.fits_run(sweep.predict(b) if b > 1 else one), upper=shape.batch_size)
+    sweep = Sweep(cfg, shape, FCS, frameskips=None)
+    best = largest_batch(lambda b: budget.fits_run(sweep.predict(b)), upper=shape.batch_size - 1,
+                         start=min(sweep.batches[0], shape.batch_size - 1))
     return MemoryCheck(pred, budget, False, best)
 
 

@@ -26,7 +26,7 @@ from fcs_data.splits import split_episodes
 from fcs_data.window_index import windows_per_episode
 from fcs_train.config import TrainConfig
 from fcs_train.fit.calibration import DEFAULT_OVERHEAD, Calibration
-from fcs_train.fit.predict import Estimate, Prediction, Sweep
+from fcs_train.fit.prediction import Estimate, Prediction, Sweep
 from fcs_train.fit.steps import FCS, Setup, StepShape
 from fcs_train.planning.config import PlanConfig
 
@@ -173,11 +173,14 @@ class FitReport:
         }
 
 
-def largest_batch(fits: Callable[[int], bool], upper: int = 4096) -> int:
-    """The largest batch size `b <= upper` with `fits(b)` (memory grows with the batch), 0 when none."""
-    if not fits(1):
-        return 0
-    lo, hi = 1, 2
+def largest_batch(fits: Callable[[int], bool], upper: int = 4096, start: int = 1) -> int:
+    """The largest batch size `b <= upper` with `fits(b)` (memory grows with the batch), 0 when none.
+
+    The search starts at `start` and only looks below it when `start` does not fit (a sweep traces
+    batch sizes below its bases directly)."""
+    if not fits(start):
+        return next((b for b in range(start - 1, 0, -1) if fits(b)), 0)
+    lo, hi = start, 2 * start
     while hi <= upper and fits(hi):
         lo, hi = hi, hi * 2
     hi = min(hi, upper + 1)
@@ -194,12 +197,41 @@ def _lengths_axis(episodes: Episodes | None) -> list[int]:
     return sorted({int(x) for x in np.linspace(lo, hi, min(12, hi - lo + 1)).round()})
 
 
+def _sweep(cfg: TrainConfig, shape: StepShape, setup: Setup, plan: PlanConfig) -> Sweep:
+    return Sweep(cfg, shape, setup, plan=plan)
+
+
+def sweeps(cfg: TrainConfig, shapes: dict[int, StepShape], setup: Setup, plan: PlanConfig, workers: int = 1,
+           progress: Callable[[int, int], None] | None = None) -> dict[int, Sweep]:
+    """A `Sweep` per num_hist, traced in `workers` processes (each CPU core traces one at a time)."""
+    out: dict[int, Sweep] = {}
+    if progress:
+        progress(0, len(shapes))
+    if workers <= 1 or len(shapes) <= 1:
+        for h, shape in shapes.items():
+            out[h] = _sweep(cfg, shape, setup, plan)
+            if progress:
+                progress(len(out), len(shapes))
+        return out
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(min(workers, len(shapes)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_sweep, cfg, shape, setup, plan): h for h, shape in shapes.items()}
+        for fut in as_completed(futures):
+            out[futures[fut]] = fut.result()
+            if progress:
+                progress(len(out), len(shapes))
+    return {h: out[h] for h in shapes}
+
+
 def fit_report(cfg: TrainConfig, budget: Budget, *, batches: Sequence[int], num_hists: Sequence[int],
                frameskips: Sequence[int], episodes: Episodes | None = None, setup: Setup = FCS,
-               plan: PlanConfig | None = None, heatmap_batch: int | None = None,
+               plan: PlanConfig | None = None, heatmap_batch: int | None = None, workers: int = 1,
                progress: Callable[[int, int], None] | None = None) -> FitReport:
     """The table for `cfg` on `budget`'s GPU. Rows assume the gradient accumulation that reaches an
-    effective batch of 32 (at least two micro-batches are traced when it is > 1)."""
+    effective batch of 32 (at least two micro-batches are traced when it is > 1). `workers`: processes
+    tracing the num_hist values in parallel."""
     import time
 
     t0 = time.perf_counter()
@@ -208,21 +240,15 @@ def fit_report(cfg: TrainConfig, budget: Budget, *, batches: Sequence[int], num_
     dims = {} if episodes is None else {"frame_shape": episodes.frame_shape, "proprio_dim": episodes.proprio_dim,
                                         "action_dim": episodes.action_dim}
     heatmap_batch = heatmap_batch or cfg.train.batch_size
-    sweeps: dict[int, Sweep] = {}
-    for i, h in enumerate(num_hists):
-        if progress:
-            progress(i, len(num_hists))
-        sweeps[h] = Sweep(cfg, StepShape(2, h, frameskips[0], num_pred=num_pred, grad_accum=2, **dims), setup,
-                          plan=plan)
-    if progress:
-        progress(len(num_hists), len(num_hists))
+    shapes = {h: StepShape(2, h, frameskips[0], num_pred=num_pred, grad_accum=2, **dims) for h in num_hists}
+    sweeps_by_hist = sweeps(cfg, shapes, setup, plan, workers, progress)
     report = FitReport(budget, setup.name, [], {}, heatmap_batch, _lengths_axis(episodes),
                        list(range(1, max(frameskips) + 1)), [], episodes.store if episodes else None)
     for h in num_hists:
         for f in frameskips:
             for b in batches:
                 accum = grad_accum_for(b)
-                pred = sweeps[h].predict(b, f)
+                pred = sweeps_by_hist[h].predict(b, f)
                 report.predictions[(b, h, f)] = pred
                 tw = vw = steps = None
                 if episodes is not None:
@@ -232,8 +258,10 @@ def fit_report(cfg: TrainConfig, budget: Budget, *, batches: Sequence[int], num_
                 report.rows.append(Row(b, h, f, accum, budget.reserved(pred.train), budget.reserved(pred.validation),
                                        plan_bytes, budget.fits_run(pred),
                                        budget.fits(pred.planning) if pred.planning else None, tw, vw, steps))
-        report.largest[h] = largest_batch(lambda b, h=h: budget.fits_run(sweeps[h].predict(b, max(frameskips))))
-    fits_at = {(h, f): budget.fits_run(sweeps[h].predict(heatmap_batch, f))
+        report.largest[h] = largest_batch(
+            lambda b, h=h: budget.fits_run(sweeps_by_hist[h].predict(b, max(frameskips))),
+            start=sweeps_by_hist[h].batches[0])
+    fits_at = {(h, f): budget.fits_run(sweeps_by_hist[h].predict(heatmap_batch, f))
                for h in num_hists for f in report.heatmap_frameskips}
     for f in report.heatmap_frameskips:
         report.heatmap.append([max([h for h in num_hists if fits_at[h, f] and length >= (h + num_pred) * f],

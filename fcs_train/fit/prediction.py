@@ -18,8 +18,10 @@ those at two batch sizes x two frameskips exactly (checked: the traces must have
 from __future__ import annotations
 
 import contextlib
+import json
 import time
-from dataclasses import dataclass, field, replace
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -71,13 +73,42 @@ class RunTrace:
     seconds: float
 
 
+_TRACES: OrderedDict[str, RunTrace] = OrderedDict()  # this process's traces, by what they depend on
+_KEEP = 64
+
+
+def _trace_key(run_cfg: TrainConfig, shape: StepShape, setup: Setup, policy: KernelPolicy,
+               plan: PlanConfig | None) -> str:
+    """Everything a trace depends on (not the store's path, the run directory or the loader)."""
+    t = run_cfg.train
+    return json.dumps([run_cfg.model.model_dump(mode="json"), run_cfg.optim.model_dump(mode="json"),
+                       [t.batch_size, t.grad_accum, t.amp, run_cfg.log.num_reconstruct_samples],
+                       asdict(shape), asdict(setup), asdict(policy), plan.model_dump(mode="json") if plan else None],
+                      sort_keys=True)
+
+
 def trace_run(cfg: TrainConfig, shape: StepShape, setup: Setup = FCS, *, policy: KernelPolicy | None = None,
               plan: PlanConfig | None = None, fake: bool = True) -> RunTrace:
     """Trace `cfg` at `shape` under `setup`: two training steps, two validation batches and the image
-    grid, and (when `plan` is given) one planning batch. `fake=False` runs real CPU tensors (checks)."""
+    grid, and (when `plan` is given) one planning batch. `fake=False` runs real CPU tensors (checks).
+    Fake traces are remembered in this process (the same program traces to the same result)."""
     policy = policy or policy_for(setup)
-    t0 = time.perf_counter()
     run_cfg = run_config(cfg, shape, setup, "cuda")
+    key = _trace_key(run_cfg, shape, setup, policy, plan) if fake else None
+    if key in _TRACES:
+        _TRACES.move_to_end(key)
+        return _TRACES[key]
+    run = _trace_run(run_cfg, shape, setup, policy, plan, fake)
+    if key is not None:
+        _TRACES[key] = run
+        while len(_TRACES) > _KEEP:
+            _TRACES.popitem(last=False)
+    return run
+
+
+def _trace_run(run_cfg: TrainConfig, shape: StepShape, setup: Setup, policy: KernelPolicy, plan: PlanConfig | None,
+               fake: bool) -> RunTrace:
+    t0 = time.perf_counter()
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(run_cfg.train.amp)
 
     def session(run: str) -> tuple[Trace, int]:
@@ -190,20 +221,23 @@ class Sweep:
 
     def __init__(self, cfg: TrainConfig, shape: StepShape, setup: Setup = FCS, *, plan: PlanConfig | None = None,
                  policy: KernelPolicy | None = None, batches: tuple[int, int] = (2, 3),
-                 frameskips: tuple[int, int] = (2, 3)):
+                 frameskips: tuple[int, int] | None = (2, 3)):
+        """`frameskips=None`: the batch size only varies (two traces), at `shape.frameskip`."""
         self.cfg, self.shape, self.setup, self.plan, self.policy = cfg, shape, setup, plan, policy
+        self.varies_frameskip = frameskips is not None
+        frameskips = frameskips or (shape.frameskip, shape.frameskip + 1)
         self.batches, self.frameskips = batches, frameskips
         (b1, b2), (f1, f2) = batches, frameskips
         self.runs = {(b, f): trace_run(cfg, replace(shape, batch_size=b, frameskip=f), setup, policy=policy,
                                        plan=plan if b == b1 else None)
-                     for f in (f1, f2) for b in (b1, b2)}
+                     for f in ((f1, f2) if self.varies_frameskip else (f1,)) for b in (b1, b2)}
         first = self.runs[b1, f1]
         for key, run in self.runs.items():
             if run.train.structure() != first.train.structure() or run.validation_start != first.validation_start:
                 raise TraceMismatch(f"the step at batch {key[0]}, frameskip {key[1]} ran another program than at "
                                     f"batch {b1}, frameskip {f1} ({len(run.train.events)} and "
                                     f"{len(first.train.events)} allocation events)")
-        plans = [self.runs[b1, f].plan for f in (f1, f2)]
+        plans = [self.runs[b1, f].plan for f in ((f1, f2) if self.varies_frameskip else (f1, f1))]
         if plan is not None and plans[0].structure() != plans[1].structure():
             raise TraceMismatch(f"the planning batch at frameskip {f1} and {f2} ran different programs")
         self.seconds = sum(r.seconds for r in self.runs.values())
@@ -219,6 +253,9 @@ class Sweep:
     def train_sizes(self, batch_size: int, frameskip: int) -> np.ndarray:
         (b1, b2), (f1, f2) = self.batches, self.frameskips
         r = self.runs
+        if not self.varies_frameskip:
+            s1, s2 = r[b1, f1].train.sizes, r[b2, f1].train.sizes
+            return self._bilinear(s1, s2, s1, s2, batch_size, f1)
         return self._bilinear(r[b1, f1].train.sizes, r[b2, f1].train.sizes, r[b1, f2].train.sizes,
                               r[b2, f2].train.sizes, batch_size, frameskip)
 
@@ -226,11 +263,15 @@ class Sweep:
         (b1, _), (f1, f2) = self.batches, self.frameskips
         if self.plan is None:
             return None
+        if not self.varies_frameskip:
+            return self.runs[b1, f1].plan.sizes
         p1, p2 = self.runs[b1, f1].plan.sizes, self.runs[b1, f2].plan.sizes
         return self._bilinear(p1, p1, p2, p2, b1, frameskip)
 
     def predict(self, batch_size: int, frameskip: int | None = None, grad_accum: int | None = None) -> Prediction:
         frameskip = self.shape.frameskip if frameskip is None else frameskip
+        if not self.varies_frameskip and frameskip != self.shape.frameskip:
+            raise ValueError(f"this sweep is at frameskip {self.shape.frameskip} only, not {frameskip}")
         shape = replace(self.shape, batch_size=batch_size, frameskip=frameskip,
                         grad_accum=self.shape.grad_accum if grad_accum is None else grad_accum)
         if batch_size < self.batches[0]:
