@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/loader.py
 	$(PY) benchmarks/train_step.py
 	$(PY) benchmarks/plan.py
+	$(PY) benchmarks/fit.py
 
 clean-demo:
 	rm -rf $(DEMO)

@@ -174,7 +174,7 @@ def track_model(model: VWorldModel, rec: Recorder) -> None:
         rec.track(t, "parameters")
 
 
-def _batch(shape: StepShape, image_size: int, batch_size: int) -> dict[str, torch.Tensor]:
+def loader_batch(shape: StepShape, image_size: int, batch_size: int) -> dict[str, torch.Tensor]:
     """A loader batch as it reaches the device: visual `(B, F, 3, H, W)` uint8, HWC in memory."""
     h, w = shape.frame_shape or (image_size, image_size)
     f = shape.frames
@@ -187,7 +187,7 @@ def _device_inputs(trainer: Any, shape: StepShape, batch_size: int, rec: Recorde
                    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """`Trainer._inputs` of a batch; the uint8 device copy dies once converted, as in the trainer."""
     with rec.label("inputs"):
-        batch = _batch(shape, trainer.cfg.model.image_size, batch_size)
+        batch = loader_batch(shape, trainer.cfg.model.image_size, batch_size)
         obs, act = trainer._inputs(batch)
     del batch
     return obs, act
