@@ -58,10 +58,10 @@ def sync(trainer: Trainer) -> None:
 def step(trainer: Trainer, obs: dict, act: torch.Tensor) -> None:
     """One training step exactly as `Trainer._train_epoch` runs it (one micro-batch)."""
     with trainer._autocast():
-        out = trainer.net(obs, act, **trainer._decoder_work(act.shape[0], act.shape[1]))
+        out = trainer.net(obs, act, **trainer._decoder_kwargs(act.shape[0], act.shape[1]))
     trainer.scaler.scale(out.loss).backward()
     trainer._optimizer_step()
-    trainer.global_step += 1
+    trainer.state.global_step += 1
 
 
 def time_schedules(trainer: Trainer, obs: dict, act: torch.Tensor, steps: int) -> dict[str, float]:
@@ -74,18 +74,18 @@ def time_schedules(trainer: Trainer, obs: dict, act: torch.Tensor, steps: int) -
         trainer.model.load_state_dict(model0)
         for k, v in trainer.optimizers.items():
             v.load_state_dict(opt0[k])
-        trainer.schedule = schedule
-        trainer.global_step = 0
+        trainer.decoder_work.schedule = schedule
+        trainer.state.global_step = 0
         step(trainer, obs, act)  # warm-up
         n = steps * (every_n if schedule == "every_n" else 1)
-        trainer.global_step = 0
+        trainer.state.global_step = 0
         sync(trainer)
         t0 = time.perf_counter()
         for _ in range(n):
             step(trainer, obs, act)
         sync(trainer)
         out[schedule] = (time.perf_counter() - t0) / n
-    trainer.schedule = trainer.cfg.model.decoder.schedule
+    trainer.decoder_work.schedule = trainer.cfg.model.decoder.schedule
     return out
 
 
@@ -93,7 +93,7 @@ def peak_memory_gb(trainer: Trainer, batch: int, schedule: str) -> tuple[float, 
     """Peak CUDA memory of a training step and of validation at `batch` windows."""
     items = [trainer.train_ds[i % len(trainer.train_ds)] for i in range(batch)]
     obs, act = trainer._inputs(collate_windows(items))
-    trainer.schedule = schedule
+    trainer.decoder_work.schedule = schedule
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     step(trainer, obs, act)

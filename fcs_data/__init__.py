@@ -21,7 +21,7 @@ from fcs_data._lazy import lazy_exports
 
 _EXPORTS = {
     "ArrayStats": "fcs_data.schemas.store",
-    "ConversionRefused": "fcs_data.converters.to_zarr",
+    "ConversionRefused": "fcs_data.errors",
     "ConversionResult": "fcs_data.converters.to_zarr",
     "Episode": "fcs_data.store",
     "FcsError": "fcs_data.errors",
@@ -60,8 +60,9 @@ __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
-    from fcs_data.converters.to_zarr import ConversionRefused, ConversionResult, convert_to_zarr
+    from fcs_data.converters.to_zarr import ConversionResult, convert_to_zarr
     from fcs_data.errors import (
+        ConversionRefused,
         FcsError,
         NonFiniteDataError,
         SourceError,

@@ -7,7 +7,10 @@ one raised in a worker process reaches the parent as itself, not as a `BrokenPro
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fcs_data.schemas import ValidationReport
 
 
 def _rebuild(cls: type[FcsError], args: tuple, state: dict[str, Any]) -> FcsError:
@@ -72,3 +75,23 @@ class NonFiniteDataError(StoreError):
 
 class LockedError(FcsError):
     """Another process holds the lock on an output (a second `fcs convert` to the same OUT)."""
+
+
+class ConversionRefused(FcsError):
+    """The validator found errors; `report` says which."""
+
+    def __init__(self, message: str, report: ValidationReport):
+        super().__init__(message)
+        self.report = report
+
+
+class VerificationFailed(FcsError):
+    """`verify` found a value in the store that differs from the source."""
+
+
+class ResumeMismatch(FcsError):
+    """`--resume` found an `OUT.partial` made from another source, layout or options."""
+
+
+class ConversionIOError(FcsError):
+    """Writing the store failed (a full disk, a lost mount, permissions); `OUT.partial` was kept."""

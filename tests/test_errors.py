@@ -8,12 +8,6 @@ import pytest
 
 from fcs_data import errors
 from fcs_data._pool import WorkerDied
-from fcs_data.converters.to_zarr import (
-    ConversionIOError,
-    ConversionRefused,
-    ResumeMismatch,
-    VerificationFailed,
-)
 from fcs_data.schemas import ValidationReport
 from fcs_data.sources.detect import DetectionError
 
@@ -26,12 +20,12 @@ EXAMPLES = [
                           "episode 3 (frames 20..99)"),
     errors.NonFiniteDataError("/s.zarr: episode 4 step 9: nan in action.joint_target"),
     errors.LockedError("/s.zarr: another process (pid 12) is converting into it"),
-    ConversionIOError("/s.zarr: No space left on device"),
-    ResumeMismatch("/s.zarr.partial was started from a different source"),
-    VerificationFailed("/s.zarr: 3 values differ"),
+    errors.ConversionIOError("/s.zarr: No space left on device"),
+    errors.ResumeMismatch("/s.zarr.partial was started from a different source"),
+    errors.VerificationFailed("/s.zarr: 3 values differ"),
     WorkerDied("a worker process died"),
     DetectionError("/d: no built-in layout matches (franka_cube_stack_v1: needs states.pth at the root)"),
-    ConversionRefused("/d: validation found 2 errors", ValidationReport(path="/d", kind="source", layout="v1")),
+    errors.ConversionRefused("/d: validation found 2 errors", ValidationReport(path="/d", kind="source", layout="v1")),
 ]
 
 

@@ -371,7 +371,7 @@ def test_training_reads_the_losses_from_the_device_only_every_k_steps(store: Pat
         def read(self, *args, **kwargs):  # fcs's own reads of floating tensors (torch's optimizers keep `step` on the CPU)
             caller = sys._getframe(1).f_code.co_filename
             if in_training and self.dtype.is_floating_point and "fcs_" in caller:
-                reads.append(trainer.global_step)
+                reads.append(trainer.state.global_step)
             return real(self, *args, **kwargs)
         return read
 

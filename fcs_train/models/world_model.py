@@ -180,7 +180,9 @@ class VWorldModel(nn.Module):
         z_obs, _ = self.separate_emb(z)
         return self.decode_obs(z_obs)
 
-    def _z_losses(self, z_pred: torch.Tensor, z_tgt: torch.Tensor) -> dict[str, torch.Tensor]:
+    def z_losses(self, z_pred: torch.Tensor, z_tgt: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`z_visual_loss`, `z_proprio_loss` and the optimised `z_loss` (visual + proprio dims, action dims
+        excluded): MSE of `z_pred (B, T, N, D')` against `z_tgt` (same shape, detached here)."""
         z_tgt = z_tgt.detach()
         if self.concat_dim == 0:
             return {
@@ -210,7 +212,7 @@ class VWorldModel(nn.Module):
         z_pred = None
         if self.predictor is not None:
             z_pred = self.predict(z[:, : self.num_hist])
-            components.update(self._z_losses(z_pred, z[:, self.num_pred :]))
+            components.update(self.z_losses(z_pred, z[:, self.num_pred :]))
             loss = loss + components["z_loss"]
         decoded, visual_pred, visual_rec = self.decoder_losses(
             z, z_pred, obs["visual"], decode_pred=decode_pred, reconstruct=reconstruct, recon_frames=recon_frames)
@@ -258,7 +260,7 @@ class VWorldModel(nn.Module):
         the trivial predictor answers with frame t itself. `z (B, F, N, D')` from `encode`.
         Returns `z_visual_loss_copy`, `z_proprio_loss_copy` (same units as the model's losses).
         """
-        copy = self._z_losses(z[:, : self.num_hist], z[:, self.num_pred :])
+        copy = self.z_losses(z[:, : self.num_hist], z[:, self.num_pred :])
         return {"z_visual_loss_copy": copy["z_visual_loss"], "z_proprio_loss_copy": copy["z_proprio_loss"]}
 
     def rollout(self, obs_0: dict[str, torch.Tensor], act: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
