@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fcs_data.errors import FcsError, UnreadableFileError
+from fcs_data.errors import FcsError
 
 FORMAT = 1
 
@@ -60,22 +60,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or ckpt.get("fcs_checkpoint") != FORMAT:
         raise CheckpointError(f"{path}: not an fcs checkpoint (format {FORMAT})")
     return ckpt
-
-
-def load_weights_into(module: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path, what: str, *,
-                      ignore_unexpected: bool = False) -> None:
-    """Load a user's weights file (already read) into `module`; `UnreadableFileError` naming the
-    file and the first tensors that are missing, misshapen or (unless ignored) unexpected."""
-    own = module.state_dict()
-    wrong = {k: (tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()
-             if k in own and getattr(v, "shape", None) != own[k].shape}
-    if wrong:
-        raise UnreadableFileError(path, f"not a {what} state dict: tensors of the wrong shape "
-                                        f"(file, expected): {dict(list(wrong.items())[:5])}")
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    if missing or (unexpected and not ignore_unexpected):
-        raise UnreadableFileError(path, f"not a {what} state dict (missing {missing[:5]}, "
-                                        f"unexpected {[] if ignore_unexpected else unexpected[:5]})")
 
 
 def rng_state() -> dict[str, Any]:
