@@ -1,7 +1,9 @@
 """Exceptions that name the file (and where possible the episode and field) they are about.
 
-Every error fcs raises on purpose is an `FcsError`. They pickle intact (attributes included), so
-one raised in a worker process reaches the parent as itself, not as a `BrokenProcessPool`.
+Every error fcs raises on purpose is an `FcsError`, and every one the data library can raise is
+defined here (`fcs_train.errors` holds the training and planning ones). They pickle intact
+(attributes included), so one raised in a worker process reaches the parent as itself, not as a
+`BrokenProcessPool`.
 """
 
 from __future__ import annotations
@@ -71,6 +73,14 @@ class StoreDataError(StoreError):
 
 class NonFiniteDataError(StoreError):
     """A valid step of a store holds NaN or Inf where training reads it."""
+
+
+class DetectionError(SourceError):
+    """No built-in layout matches the dataset, or more than one does."""
+
+
+class WorkerDied(FcsError):
+    """A worker process ended without a result (killed for memory, or a crash in a native library)."""
 
 
 class LockedError(FcsError):

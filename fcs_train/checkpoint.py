@@ -21,13 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from fcs_data.errors import FcsError
+from fcs_train.errors import CheckpointError
 
 FORMAT = 1
-
-
-class CheckpointError(FcsError):
-    pass
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:

@@ -20,18 +20,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fcs_data.errors import FcsError
 from fcs_data.splits import split_episodes
 from fcs_data.store import Store
 from fcs_train.checkpoint import load_checkpoint, load_world_model, save_checkpoint
 from fcs_train.config import load_config
+from fcs_train.errors import DecoderTrainingError
 from fcs_train.metrics import image_metrics
 from fcs_train.models import DECODER_LATENT_LOSS_WEIGHT, VWorldModel, to_model_input
 from fcs_train.plots import save_prediction_grid
-
-
-class DecoderTrainingError(FcsError):
-    pass
 
 
 @dataclass

@@ -14,14 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
-from fcs_data.loader import collate_windows
+from fcs_data.loader import WatchedLoader, collate_windows
 from fcs_data.windows import WindowDataset
 from fcs_train import dist as fdist
+from fcs_train.batches import next_batch
 from fcs_train.config import TrainConfig
 from fcs_train.errors import NonFiniteLoss
-from fcs_train.loader_watchdog import next_batch
 from fcs_train.metrics import LPIPS, image_metrics, z_errors
 from fcs_train.models import VWorldModel, to_model_input
 from fcs_train.plots import save_prediction_grid
@@ -32,7 +31,7 @@ class Evaluator:
     """Validation over every rank's share of the validation windows, rollouts and images (rank 0)."""
 
     def __init__(self, cfg: TrainConfig, model: VWorldModel, net: torch.nn.Module, val_ds: WindowDataset,
-                 val_loader: DataLoader, info: fdist.DistInfo, autocast: Callable[[], contextlib.AbstractContextManager],
+                 val_loader: WatchedLoader, info: fdist.DistInfo, autocast: Callable[[], contextlib.AbstractContextManager],
                  lpips: LPIPS | None):
         self.cfg, self.model, self.net, self.val_ds, self.val_loader = cfg, model, net, val_ds, val_loader
         self.info, self.device, self.autocast, self.lpips = info, info.device, autocast, lpips
@@ -50,7 +49,7 @@ class Evaluator:
         count = 0
         bad: list[tuple[int, int]] = []
         it = iter(self.val_loader)
-        while (batch := next_batch(it, self.cfg.train.loader_timeout)) is not None:
+        while (batch := next_batch(it, self.val_loader)) is not None:
             obs, act = self._inputs(batch)
             with self.autocast():
                 out = model(obs, act, decode_pred=decode, reconstruct=decode)

@@ -6,7 +6,7 @@ gradient accumulation (no DDP sync until the last micro-batch), AMP, a decoder s
 the decoder off the critical path (`model.decoder.schedule`), validation under `torch.no_grad()`
 and `model.eval()` with the copy-last-frame baseline beside the losses (`evaluation`), exact resume
 and atomic checkpoints (`run_state`), a clear stop on NaN/Inf losses and inputs and on dead or stuck
-DataLoader workers (`loader_watchdog`), and a checkpoint before Ctrl-C exits.
+DataLoader workers (`batches`), and a checkpoint before Ctrl-C exits.
 
 The training step never waits for the device: loss components are accumulated as device tensors
 and read once every `log.every_steps` steps (and at every checkpoint).
@@ -18,7 +18,6 @@ import contextlib
 import math
 import time
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,15 +25,14 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DistributedSampler, Sampler
 
-from fcs_data.loader import make_loader
+from fcs_data.loader import SeededSampler, make_loader
 from fcs_data.windows import WindowDataset
 from fcs_train import dist as fdist
+from fcs_train.batches import next_batch
 from fcs_train.config import TrainConfig
 from fcs_train.errors import NonFiniteLoss, TrainError
 from fcs_train.evaluation import Evaluator
-from fcs_train.loader_watchdog import next_batch
 from fcs_train.metrics import LPIPS
 from fcs_train.models import VWorldModel, build_model
 from fcs_train.profiling import PROFILE_STEPS, sync, time_phases
@@ -55,40 +53,6 @@ class RunSummary:
     best_val_loss: float
     train_history: list[dict] = field(default_factory=list)
     val_history: list[dict] = field(default_factory=list)
-
-
-class _ResumeSampler(Sampler[int]):
-    """Wraps the epoch sampler; the first epoch after a resume skips the samples already trained on."""
-
-    def __init__(self, base: DistributedSampler):
-        self.base = base
-        self.skip = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.base.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return len(self.base) - self.skip
-
-    def __iter__(self) -> Iterator[int]:
-        it = iter(self.base)
-        for _ in range(self.skip):
-            next(it)
-        self.skip = 0
-        return it
-
-
-class _ShardSampler(Sampler[int]):
-    """Validation windows `rank, rank + world, ...` in order: every window once over all ranks."""
-
-    def __init__(self, n: int, rank: int, world: int):
-        self.indices = list(range(rank, n, world))
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
 
 
 class Trainer:
@@ -155,13 +119,12 @@ class Trainer:
                 find_unused_parameters=self.schedule == "every_n")
 
         world, rank = self.info.world_size, self.info.rank
-        self.sampler = _ResumeSampler(DistributedSampler(self.train_ds, num_replicas=world, rank=rank, shuffle=True,
-                                                         seed=cfg.train.seed, drop_last=True))
+        self.sampler = SeededSampler(len(self.train_ds), cfg.train.seed, rank=rank, world_size=world, drop_last=True)
         loader_args = dict(batch_size=cfg.train.batch_size, num_workers=d.num_workers, seed=cfg.train.seed,
                            multiprocessing_context=d.multiprocessing_context, timeout=cfg.train.loader_timeout)
         self.train_loader = make_loader(self.train_ds, sampler=self.sampler, drop_last=True, **loader_args)
-        val_loader = make_loader(self.val_ds, sampler=_ShardSampler(len(self.val_ds), rank, world), drop_last=False,
-                                 **loader_args)
+        val_loader = make_loader(self.val_ds, sampler=SeededSampler(len(self.val_ds), shuffle=False, rank=rank,
+                                                                    world_size=world), drop_last=False, **loader_args)
         self.evaluator = Evaluator(cfg, self.model, self.net, self.val_ds, val_loader, self.info, self._autocast,
                                    lpips)
         self._optimizer_seconds: list[float] = []
@@ -260,8 +223,8 @@ class Trainer:
         cfg, accum, state = self.cfg, self.cfg.train.grad_accum, self.state
         self.net.train()
         self.sampler.set_epoch(state.epoch)
-        self.sampler.skip = state.step_in_epoch * accum * cfg.train.batch_size
-        steps_in_epoch = len(self.sampler.base) // cfg.train.batch_size // accum
+        self.sampler.resume_at(state.step_in_epoch * accum * cfg.train.batch_size)
+        steps_in_epoch = self.sampler.epoch_length // cfg.train.batch_size // accum
         self.log.start_epoch(state.epoch, steps_in_epoch, state.step_in_epoch)
         it = iter(self.train_loader)
         pending = PendingLosses(self.log, self.info, cfg.train.batch_size * accum * self.info.world_size,
@@ -274,7 +237,7 @@ class Trainer:
         try:
             while True:
                 t0 = time.perf_counter()
-                batch = next_batch(it, cfg.train.loader_timeout)
+                batch = next_batch(it, self.train_loader)
                 wait += time.perf_counter() - t0
                 if batch is None:
                     break

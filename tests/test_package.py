@@ -116,3 +116,19 @@ def test_data_flows_down_fcs_data_then_fcs_train_then_the_cli() -> None:
     back = {(m, n) for m, deps in _import_graph().items() for n in deps
             if LAYERS[n.split(".")[0]] > LAYERS[m.split(".")[0]]}
     assert back <= PENDING_BACK_EDGES, sorted(back - PENDING_BACK_EDGES)
+
+
+def _backticked(text: str) -> set[str]:
+    """Identifiers in backticks, `name(args)` read as `name`."""
+    return {m.group(1) for m in re.finditer(r"`([A-Za-z_]\w*)(?:\([^`]*\))?`", text)}
+
+
+def test_the_public_api_is_the_documented_one() -> None:
+    import fcs_data
+
+    doc = fcs_data.__doc__.split("Public API", 1)[1].split("\n\n", 2)[1]  # the bullet list
+    readme = (ROOT / "README.md").read_text().split("## Python API (`fcs_data`)", 1)[1].split("\n## ", 1)[0]
+    table = "\n".join(line.split(" | ")[0] for line in readme.splitlines() if line.startswith("| `"))
+    exported = set(fcs_data.__all__)
+    assert _backticked(table) == exported, "the README's table lists exactly the exports"
+    assert exported <= _backticked(doc), sorted(exported - _backticked(doc))

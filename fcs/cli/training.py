@@ -106,7 +106,8 @@ def train(
 
 def _fcs_checkpoint(path: Path, cfg) -> Path:
     """`path` if it is an fcs checkpoint, else the reference checkpoint imported into the run directory."""
-    from fcs_train.checkpoint import CheckpointError, load_checkpoint
+    from fcs_train.checkpoint import load_checkpoint
+    from fcs_train.errors import CheckpointError
     from fcs_train.reference_import import Hints, import_reference_checkpoint
 
     try:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from fcs_data.errors import FcsError, SourceError
+from fcs_data.errors import DetectionError, FcsError
 from fcs_data.safe_io import load_tensor
 from fcs_data.schemas import Layout
 from fcs_data.schemas.layout import QUATERNION_KINDS, builtin_layouts
@@ -37,10 +37,6 @@ _EPISODE_DIR = re.compile(r"^\d{6}$")
 _STEP_FILE = re.compile(r"^(\d+)\.h5$")
 SAMPLE_EPISODES = 3
 SAMPLE_FRAMES = 3
-
-
-class DetectionError(SourceError):
-    """No built-in layout matches the dataset, or more than one does."""
 
 
 @dataclass
