@@ -35,6 +35,7 @@ from fcs_data.converters.to_zarr import convert_to_zarr
 from fcs_data.loader import collate_windows
 from fcs_data.synth import synthesize
 from fcs_train.config import load_config
+from fcs_train.step_inputs import model_inputs
 from fcs_train.trainer import Trainer
 
 SCHEDULES = ("joint", "subset", "every_n", "off")
@@ -92,7 +93,7 @@ def time_schedules(trainer: Trainer, obs: dict, act: torch.Tensor, steps: int) -
 def peak_memory_gb(trainer: Trainer, batch: int, schedule: str) -> tuple[float, float]:
     """Peak CUDA memory of a training step and of validation at `batch` windows."""
     items = [trainer.train_ds[i % len(trainer.train_ds)] for i in range(batch)]
-    obs, act = trainer._inputs(collate_windows(items))
+    obs, act = model_inputs(collate_windows(items), trainer.device, trainer.cfg.model.image_size)
     trainer.decoder_work.schedule = schedule
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
@@ -146,7 +147,7 @@ def main() -> None:
             trainer = make_trainer(preset, store, tmp / preset, args.batch)
             cfg = trainer.cfg
             items = [trainer.train_ds[i] for i in range(args.batch)]
-            obs, act = trainer._inputs(collate_windows(items))
+            obs, act = model_inputs(collate_windows(items), trainer.device, trainer.cfg.model.image_size)
             seconds = time_schedules(trainer, obs, act, args.steps)
             print(f"\n{preset}: batch {args.batch} windows of {cfg.data.num_hist + cfg.data.num_pred} frames, "
                   f"image {cfg.model.image_size}, subset {cfg.model.decoder.subset_frames} frame(s) per window, "

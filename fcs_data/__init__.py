@@ -7,7 +7,8 @@ Public API (everything else is private; every error is in `fcs_data.errors`):
 - `validate`: a `ValidationReport` of `Finding`s for a logger dataset or a store.
 - `convert_to_zarr`: a logger dataset -> an fcs store (atomic, resumable, parallel, checksummed); a `ConversionResult`.
 - `open_store`: a read-only `Store` of `Episode`s, with its `StoreMetadata` (layout, `ArrayStats`, provenance).
-- `WindowDataset`, `ReferenceAdapter`: DINO-WM training windows (and the reference's item layout).
+- `WindowDataset`, `ReferenceAdapter`: DINO-WM training windows (and the reference's item layout), shaped
+  by a `WindowSpec` (frames, frameskip, action packing) and normalised by a `Normalizer`.
 - `make_loader`, `SeededSampler`: a DataLoader for them, in an order set by `(seed, epoch)`.
 - `FcsError`: the base of every error fcs raises on purpose.
 
@@ -33,7 +34,9 @@ _EXPORTS = {
     "Store": "fcs_data.store",
     "StoreMetadata": "fcs_data.schemas.store",
     "ValidationReport": "fcs_data.schemas",
+    "Normalizer": "fcs_data.stats",
     "WindowDataset": "fcs_data.windows",
+    "WindowSpec": "fcs_data.window_spec",
     "convert_to_zarr": "fcs_data.converters.to_zarr",
     "get_layout": "fcs_data.schemas",
     "make_loader": "fcs_data.loader",
@@ -53,7 +56,9 @@ if TYPE_CHECKING:
     from fcs_data.loader import SeededSampler, make_loader
     from fcs_data.schemas import Finding, Layout, ValidationReport, get_layout
     from fcs_data.schemas.store import ArrayStats, StoreMetadata
+    from fcs_data.stats import Normalizer
     from fcs_data.store import Episode, Store, open_store
     from fcs_data.synth import synthesize
     from fcs_data.validation import validate
+    from fcs_data.window_spec import WindowSpec
     from fcs_data.windows import ReferenceAdapter, WindowDataset

@@ -30,9 +30,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from fcs_train.checkpoint import save_checkpoint
+from fcs_data.window_spec import WindowSpec
+from fcs_train.checkpoint import RunCheckpoint, RunState, save_checkpoint
 from fcs_train.errors import ReferenceImportError
-from fcs_train.models import build_model
+from fcs_train.models import ModelSpec
 from fcs_train.reference_model import Hints, hydra_config, infer_model
 from fcs_train.reference_optim import map_optimizers
 from fcs_train.reference_pickle import read_reference_checkpoint
@@ -55,30 +56,27 @@ def import_reference_checkpoint(src: str | Path, dst: str | Path, hints: Hints |
         if hydra.get("concat_dim") not in (None, cfg.concat_dim):
             raise ReferenceImportError(f"hydra.yaml says concat_dim {hydra['concat_dim']}, the predictor's width "
                                        f"says {cfg.concat_dim}")
+    spec = ModelSpec(model=cfg, window=WindowSpec(num_hist=dims["num_hist"], num_pred=dims["num_pred"],
+                                                  frameskip=dims["frameskip"], action_dim=dims["action_dim"]),
+                     proprio_dim=dims["proprio_dim"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the random-encoder warning: only the parts' shapes matter here
-        model = build_model(cfg, proprio_dim=dims["proprio_dim"], action_dim=dims["action_dim"],
-                            num_hist=dims["num_hist"], num_pred=dims["num_pred"], frameskip=dims["frameskip"])
+        model = spec.build()
     for name, sd in ckpt.parts.items():
         try:
             getattr(model, name).load_state_dict(sd, strict=True)
         except RuntimeError as e:
             raise ReferenceImportError(f"{src}: {name} does not load into fcs's model inferred from it: "
                                        f"{str(e).splitlines()[1] if len(str(e).splitlines()) > 1 else e}") from None
-    optimizers, opt_notes = map_optimizers(ckpt, model, cfg.encoder.train)
+    optimizers, opt_notes = map_optimizers(ckpt, model)
     notes += opt_notes
     epoch = int(ckpt.values.get("epoch", 0))
-    payload = {
-        "model": ckpt.parts,
-        "model_config": cfg.model_dump(mode="json"),
-        "dims": {k: dims[k] for k in ("proprio_dim", "action_dim", "num_hist", "num_pred", "frameskip")},
-        "epoch": epoch,
-        "global_step": 0,
-        "optimizers": optimizers,
-        "imported_from": {"path": str(src.resolve()), "format": "dino_wm reference pickle",
-                          "dropped": ckpt.dropped, "notes": notes},
-    }
-    save_checkpoint(payload, dst)
+    imported = RunCheckpoint(
+        spec=spec, weights=dict(ckpt.parts), state=RunState(epoch=epoch, decoder_trained="decoder" in ckpt.parts),
+        optimizers=optimizers, imported_from={"path": str(src.resolve()), "format": "dino_wm reference pickle",
+                                              "dropped": ckpt.dropped, "notes": notes})
+    save_checkpoint(imported, dst)
     return {"parts": {k: sum(v.numel() for v in sd.values()) for k, sd in ckpt.parts.items()}, "epoch": epoch,
-            "dropped": ckpt.dropped, "model_config": cfg, "dims": payload["dims"], "optimizers": sorted(optimizers),
+            "dropped": ckpt.dropped, "model_config": cfg,
+            "dims": {"proprio_dim": spec.proprio_dim, **spec.window.model_dump()}, "optimizers": sorted(optimizers),
             "notes": notes}

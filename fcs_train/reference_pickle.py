@@ -32,12 +32,12 @@ ALLOWED_PREFIXES = (
     "torch.optim.",
     "accelerate.",  # AcceleratedOptimizer, AcceleratorState, GradientState and their enums
 )
-# optimizer name in the reference checkpoint -> (fcs optimizer, the parts it updates, in order)
+# optimizer name in the reference checkpoint -> the fcs optimizer (`VWorldModel.optimizer_groups`) it becomes
 OPTIMIZERS = {
-    "encoder_optimizer": ("encoder", ("encoder",)),
-    "predictor_optimizer": ("predictor", ("predictor",)),
-    "decoder_optimizer": ("decoder", ("decoder",)),
-    "action_encoder_optimizer": ("action_encoder", ("action_encoder", "proprio_encoder")),
+    "encoder_optimizer": "encoder",
+    "predictor_optimizer": "predictor",
+    "decoder_optimizer": "decoder",
+    "action_encoder_optimizer": "action_encoder",
 }
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from fcs_data.window_spec import WindowSpec
 from fcs_train.config import DecoderConfig
 from fcs_train.errors import NonFiniteLoss
 from fcs_train.models import to_model_input
@@ -32,9 +33,9 @@ def model_inputs(batch: dict, device: torch.device, image_size: int) -> tuple[di
     return obs, batch["action"].to(device, non_blocking=True)
 
 
-def check_finite_inputs(batch: dict, *, frameskip: int, action_dim: int, step: int, epoch: int, store: str) -> None:
+def check_finite_inputs(batch: dict, window: WindowSpec, *, step: int, epoch: int, store: str) -> None:
     """Refuse non-finite inputs before they reach the model (a CPU check: no device sync), naming the
-    episode, raw step and field of each bad window."""
+    episode, raw step and field of each bad window (training step `step`, epoch `epoch`)."""
     bad = ~(torch.isfinite(batch["action"]).flatten(1).all(1) & torch.isfinite(batch["proprio"]).flatten(1).all(1))
     if not bad.any():
         return
@@ -44,11 +45,10 @@ def check_finite_inputs(batch: dict, *, frameskip: int, action_dim: int, step: i
         act = torch.nonzero(~torch.isfinite(batch["action"][i]))
         if len(act):
             row, col = act[0].tolist()
-            where.append(f"episode {int(batch['episode'][i])} step {start + row * frameskip + col // action_dim} "
-                         "(action)")
+            where.append(f"episode {int(batch['episode'][i])} step {start + window.raw_step(row, col)} (action)")
         else:
             row = int(torch.nonzero(~torch.isfinite(batch["proprio"][i]))[0, 0])
-            where.append(f"episode {int(batch['episode'][i])} step {start + row * frameskip} (proprio)")
+            where.append(f"episode {int(batch['episode'][i])} step {start + window.raw_step(row)} (proprio)")
     raise NonFiniteLoss(f"non-finite inputs at step {step} (epoch {epoch}): {listed(where, 8)}; check them with "
                         f"`fcs validate {store}`")
 

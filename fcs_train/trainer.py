@@ -30,13 +30,16 @@ from fcs_data.loader import SeededSampler, make_loader
 from fcs_data.windows import WindowDataset
 from fcs_train import dist as fdist
 from fcs_train.batches import next_batch
+from fcs_train.checkpoint import RunState
 from fcs_train.config import TrainConfig
 from fcs_train.errors import NonFiniteLoss, TrainError
 from fcs_train.evaluation import Evaluator
 from fcs_train.metrics import LPIPS
-from fcs_train.models import VWorldModel, build_model
+from fcs_train.models import ModelSpec, VWorldModel
 from fcs_train.profiling import PROFILE_STEPS, sync, time_phases
-from fcs_train.run_state import RunCheckpoints, RunState, restore_rng, rng_snapshot
+from fcs_train.rng import rng_state, set_rng_state
+from fcs_train.run_dir import RunDir
+from fcs_train.run_state import RunCheckpoints
 from fcs_train.runlog import RunLog
 from fcs_train.step_inputs import DecoderWork, check_finite_inputs, model_inputs, window_pairs
 from fcs_train.step_losses import PendingLosses
@@ -77,14 +80,14 @@ class Trainer:
             raise TrainError(f"no training windows: every training episode is shorter than (num_hist + num_pred) * "
                              f"frameskip = {need} frames; lower data.num_hist or data.frameskip")
         self.store = self.train_ds.store
-        self.checkpoints = RunCheckpoints(cfg, self.info, self.store, self.train_ds.stats, self.log)
+        self.spec = ModelSpec(model=cfg.model, window=self.train_ds.spec, proprio_dim=self.store.layout.proprio_dim)
+        self.run = RunDir.of_config(cfg)
+        self.checkpoints = RunCheckpoints(cfg, self.info, self.store, self.spec, self.train_ds.normalizer, self.log)
 
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-        layout = self.store.layout
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            model = build_model(cfg.model, proprio_dim=layout.proprio_dim, action_dim=layout.action_dim,
-                                num_hist=d.num_hist, num_pred=d.num_pred, frameskip=d.frameskip)
+            model = self.spec.build()
         for w in caught:
             self.log.info(f"[bold yellow]warning:[/] {w.message}")
         self.schedule = cfg.model.decoder.schedule if model.decoder is not None else "off"
@@ -94,7 +97,8 @@ class Trainer:
         init = (self.checkpoints.init_weights(model, cfg.train.init_from, self.state)
                 if cfg.train.init_from is not None else None)
         self.model: VWorldModel = model.to(self.device)
-        self.optimizers = self._make_optimizers()
+        groups = self.model.optimizer_groups(cfg.optim, decoder=self.schedule != "off")
+        self.optimizers = {name: group.build(self.model) for name, group in groups.items()}
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         lpips = LPIPS(cfg.log.lpips_vgg_weights).to(self.device) if cfg.log.lpips_vgg_weights else None
@@ -103,12 +107,12 @@ class Trainer:
         self.decoder_work = DecoderWork(self.schedule, cfg.model.decoder, generator)
 
         if resume:
-            restore_rng(self.checkpoints.resume(self.model, self.optimizers, self.scaler, self.state), generator)
+            set_rng_state(self.checkpoints.resume(self.model, self.optimizers, self.scaler, self.state), generator)
         else:
             torch.manual_seed(cfg.train.seed + 1000 * self.info.rank)  # dropout differs across ranks
             if init is not None and cfg.train.init_optimizers:
                 self.checkpoints.continue_optimizers(init, cfg.train.init_from, self.optimizers,
-                                                     self._configured_hyperparameters(), self.state)
+                                                     {name: g.hyper for name, g in groups.items()}, self.state)
         self._boundary_rng = self._rng_snapshot()  # what an interrupted step's checkpoint restores
         self.net: torch.nn.Module = self.model
         if cfg.train.compile:
@@ -131,8 +135,8 @@ class Trainer:
         self._last_inputs: tuple[dict[str, torch.Tensor], torch.Tensor] | None = None
         self._profiled = False
         if self.info.is_main:
-            cfg.train.run_dir.mkdir(parents=True, exist_ok=True)
-            (cfg.train.run_dir / "config.yaml").write_text(cfg.to_yaml())
+            self.run.root.mkdir(parents=True, exist_ok=True)
+            self.run.config.write_text(cfg.to_yaml())
             self.log.info(self._banner())
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -158,28 +162,9 @@ class Trainer:
             raise TrainError("train.amp=fp16 needs CUDA; use bf16 or off on the CPU")
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
 
-    def _make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        o, m = self.cfg.optim, self.model
-        opts: dict[str, torch.optim.Optimizer] = {}
-        if self.cfg.model.encoder.train:
-            opts["encoder"] = torch.optim.Adam(m.encoder.parameters(), lr=o.encoder_lr)
-        opts["predictor"] = torch.optim.AdamW(m.predictor.parameters(), lr=o.predictor_lr, weight_decay=o.weight_decay)
-        if m.decoder is not None and self.schedule != "off":
-            opts["decoder"] = torch.optim.Adam(m.decoder.parameters(), lr=o.decoder_lr)
-        opts["action_encoder"] = torch.optim.AdamW(
-            [*m.action_encoder.parameters(), *m.proprio_encoder.parameters()], lr=o.action_encoder_lr,
-            weight_decay=o.weight_decay)
-        return opts
-
-    def _configured_hyperparameters(self) -> dict[str, dict[str, float]]:
-        o = self.cfg.optim
-        return {"encoder": {"lr": o.encoder_lr}, "predictor": {"lr": o.predictor_lr, "weight_decay": o.weight_decay},
-                "decoder": {"lr": o.decoder_lr},
-                "action_encoder": {"lr": o.action_encoder_lr, "weight_decay": o.weight_decay}}
-
     # -- checkpoints and RNG --------------------------------------------------------------------
     def _rng_snapshot(self) -> dict[str, Any]:
-        return rng_snapshot(self.decoder_work.generator)
+        return rng_state(self.decoder_work.generator)
 
     def _save(self, *names: str, interrupted: bool = False) -> None:
         """Checkpoints `names`. After an interrupted step the RNG state is the one at the last step
@@ -241,8 +226,8 @@ class Trainer:
                 wait += time.perf_counter() - t0
                 if batch is None:
                     break
-                check_finite_inputs(batch, frameskip=cfg.data.frameskip, action_dim=self.store.layout.action_dim,
-                                    step=state.global_step + 1, epoch=state.epoch, store=str(self.store.path))
+                check_finite_inputs(batch, self.spec.window, step=state.global_step + 1, epoch=state.epoch,
+                                    store=str(self.store.path))
                 obs, act = self._inputs(batch)
                 sync_grads = (micro + 1) % accum == 0
                 ctx = self.net.no_sync() if self.info.distributed and not sync_grads else contextlib.nullcontext()
@@ -309,7 +294,7 @@ class Trainer:
                           decoder_share=1.0 / self.cfg.model.decoder.every_n if every_n else 1.0)
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
-        restore_rng(rng, self.decoder_work.generator)
+        set_rng_state(rng, self.decoder_work.generator)
         _seconds, wait, steps = self._epoch_time
         out["optimizer"] = float(np.median(self._optimizer_seconds[1:] or self._optimizer_seconds))
         out["data wait"] = wait / max(steps, 1)
@@ -333,7 +318,7 @@ class Trainer:
                 self.log.record("val", {"step": state.global_step, "epoch": state.epoch, **val})
                 row |= {f"val_{k}": v for k, v in val.items()}
         if self.info.is_main and (stopped or state.epoch % cfg.log.png_every_epochs == 0) and self._decoding():
-            self.evaluator.save_images(cfg.train.run_dir / "images" / f"epoch_{state.epoch:04d}.png")
+            self.evaluator.save_images(self.run.epoch_image(state.epoch))
         if self.info.is_main and not self._profiled:
             profile = self._profile()
             if profile:
@@ -346,7 +331,7 @@ class Trainer:
         names = []
         if not stopped:
             if state.epoch % cfg.train.checkpoint_every_epochs == 0:
-                names.append(f"epoch_{state.epoch:04d}")
+                names.append(self.run.epoch_name(state.epoch))
             state.epoch += 1
             state.step_in_epoch = 0
         val_loss = row.get("val_loss")
@@ -375,17 +360,16 @@ class Trainer:
             for opt in self.optimizers.values():  # the interrupted step is redone on resume
                 opt.zero_grad(set_to_none=True)
             self._save("latest", interrupted=True)
-            self.log.info(f"[yellow]interrupted[/] at step {state.global_step}: wrote "
-                          f"{self.checkpoints.ckpt_dir / 'latest.pt'}; continue with --resume")
+            self.log.info(f"[yellow]interrupted[/] at step {state.global_step}: wrote {self.run.latest}; continue "
+                          "with --resume")
             raise
         finally:
             self.log.close()
         self.log.final_table()
         if self.info.is_main:
             best = f", best validation loss {state.best_val_loss:.4f}" if math.isfinite(state.best_val_loss) else ""
-            self.log.info(f"done ({stopped_by}): {state.global_step} steps{best}; checkpoints in "
-                          f"{self.checkpoints.ckpt_dir}")
-        return RunSummary(cfg.train.run_dir, state.epoch, state.global_step, stopped_by, state.best_val_loss,
+            self.log.info(f"done ({stopped_by}): {state.global_step} steps{best}; checkpoints in {self.run.checkpoints}")
+        return RunSummary(self.run.root, state.epoch, state.global_step, stopped_by, state.best_val_loss,
                           self.log.train_history, self.log.val_history)
 
     def close(self) -> None:

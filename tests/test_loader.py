@@ -9,16 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from fcs_data.converters.to_zarr import convert_to_zarr
 from fcs_data.loader import collate_windows, make_loader
-from fcs_data.synth import synthesize
 from fcs_data.windows import WindowDataset
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    src = synthesize(tmp_path_factory.mktemp("ld") / "src", episodes=6, min_len=30, max_len=50, seed=8)
-    return convert_to_zarr(src, tmp_path_factory.mktemp("ld") / "s.zarr", workers=1, shard_frames=16).store
+def store(v1_store: Path) -> Path:
+    return v1_store
 
 
 def _batches(loader) -> list[dict]:

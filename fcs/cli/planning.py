@@ -59,11 +59,13 @@ def plan_eval(
     """
     from fcs_train.planning.evaluate import evaluate_planning
     from fcs_train.planning.mpc import Planner
+    from fcs_train.run_dir import RunDir
 
     cfg = _plan_config(config, set_)
     planner = Planner.from_checkpoint(checkpoint, cfg, store=store, device=device)
     if out is None:
-        out = (checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent) / "plan_eval"
+        run = RunDir.of_checkpoint(checkpoint)
+        out = run.plan_eval if run is not None else checkpoint.parent / "plan_eval"
     with progress_bar("plan", "pairs") as update:
         report = evaluate_planning(planner, store, pairs=pairs, seed=seed, success_factor=success_factor,
                                    random_samples=random_samples, out_dir=out, progress=update)

@@ -115,7 +115,9 @@ def _fcs_checkpoint(path: Path, cfg) -> Path:
         return path
     except CheckpointError:
         pass
-    out = cfg.train.run_dir / "checkpoints" / "imported_reference.pt"
+    from fcs_train.run_dir import RunDir
+
+    out = RunDir.of_config(cfg).checkpoint("imported_reference")
     summary = import_reference_checkpoint(path, out, Hints(cfg.model.image_size, cfg.data.num_hist,
                                                             cfg.data.frameskip))
     console.print(f"imported {path} -> {out} (epoch {summary['epoch']}; optimizers: "
@@ -155,7 +157,7 @@ def dynamics(
             rows += embedding_change(model, s, stats, episodes=episodes, frameskips=range(fs, fs + 1), pairs=pairs,
                                      device=dev)
             update(fs, max_frameskip)
-    trained = ckpt.get("dims", {}).get("frameskip")
+    trained = ckpt.spec.window.frameskip
     table = Table(title=f"embedding change between frames fs apart ({len(episodes)} validation episodes of {store})",
                   title_justify="left")
     for col in ("frameskip", "pairs", "visual", "x fs=1", "proprio"):
@@ -183,6 +185,7 @@ def train_decoder_cmd(
     encoder's embeddings of the store's frames, and write it into every checkpoint of the run."""
     from fcs.cli.views import Phases
     from fcs_train.decoder_training import train_decoder
+    from fcs_train.run_dir import RunDir
 
     with Phases() as phases:
         bar = phases.callback("decoder", "steps")
@@ -191,5 +194,5 @@ def train_decoder_cmd(
     console.print(f"decoder: {result.steps} steps in {result.seconds:.0f} s, train loss {result.train_loss:.4g}; "
                   f"validation frames: reconstruction MSE {result.val_recon_loss:.4g}, SSIM {result.val_ssim:.3f}, "
                   f"PSNR {result.val_psnr:.1f}")
-    console.print(f"wrote the decoder into {len(result.checkpoints)} checkpoints of {run / 'checkpoints'}; "
-                  f"images: {run / 'images' / 'decoder.png'}")
+    console.print(f"wrote the decoder into {len(result.checkpoints)} checkpoints of {RunDir(run).checkpoints}; "
+                  f"images: {RunDir(run).decoder_image}")

@@ -17,7 +17,7 @@ from fcs_data._chunks import ArrayReader
 from fcs_data._pool import WorkerPool
 from fcs_data.converters.plan import Plan
 from fcs_data.converters.zarr_store import FrameWriter
-from fcs_data.format import RGB, camera_array, step_array
+from fcs_data.format import store_arrays
 from fcs_data.schemas.store import EpisodeMeta
 from fcs_data.sources import StepArrays, open_source
 from fcs_data.sources.conventions import frames_to_store, steps_to_store
@@ -57,19 +57,20 @@ class Job:
         plan, layout = self.plan, self.plan.layout
         a = shard * plan.shard_frames
         n = min(plan.shard_frames, plan.num_frames - a)
-        blocks = {RGB: np.empty((n, *layout.observation.shape), np.uint8)}
-        blocks |= {camera_array(c.name): np.empty((n, *c.shape), np.uint8) for c in layout.cameras}
+        path = {a.camera: a.path for a in store_arrays(layout).values() if a.is_frames}
+        blocks = {path[layout.observation.camera]: np.empty((n, *layout.observation.shape), np.uint8)}
+        blocks |= {path[c.name]: np.empty((n, *c.shape), np.uint8) for c in layout.cameras}
         read = 0
         for e, lo, hi, off in plan.pieces(shard):
             src = plan.episodes[e]
             raw = self._source_frames(e)[lo:hi].numpy()
             read += raw.nbytes
-            blocks[RGB][off : off + hi - lo] = frames_to_store(raw, layout, src, lo)
+            blocks[path[layout.observation.camera]][off : off + hi - lo] = frames_to_store(raw, layout, src, lo)
             for cam in layout.cameras:
                 raw = self.source.read_camera(src, cam, lo, hi)
                 read += raw.nbytes
-                blocks[camera_array(cam.name)][off : off + hi - lo] = frames_to_store(
-                    raw, layout, src, lo, channel_order=cam.channel_order)
+                blocks[path[cam.name]][off : off + hi - lo] = frames_to_store(raw, layout, src, lo,
+                                                                              channel_order=cam.channel_order)
         return blocks, read
 
     def write_shard(self, shard: int) -> dict:
@@ -79,7 +80,7 @@ class Job:
                 self._writers[array] = FrameWriter(self.out, array)
             self._writers[array].write_shard(shard, block)
         return {"shard": shard, "hists": {k: channel_histogram(v).tolist() for k, v in blocks.items()},
-                "bytes": read, "frames": len(blocks[RGB]), "rss_mb": peak_rss_mb(), "idle_rss_mb": self.idle_rss_mb}
+                "bytes": read, "frames": len(next(iter(blocks.values()))), "rss_mb": peak_rss_mb(), "idle_rss_mb": self.idle_rss_mb}
 
     def _source_steps(self, store_episode: int) -> StepArrays:
         """State, action and per-step fields of one episode as logged (valid steps only)."""
@@ -127,9 +128,10 @@ class Job:
         steps = steps_to_store(self._source_steps(store_episode), self.plan.layout)
         a = int(self.plan.episode_starts[store_episode])
         b = int(self.plan.episode_ends[store_episode])
+        paths = {name: arr.path for name, arr in store_arrays(self.plan.layout).items()}
         out = []
         for name, expected in {"state": steps.state, "action": steps.action, **steps.fields}.items():
-            if not np.array_equal(self._reader(step_array(name)).read(a, b), expected, equal_nan=True):
+            if not np.array_equal(self._reader(paths[name]).read(a, b), expected, equal_nan=True):
                 out.append(f"episode {store_episode} (source {self.plan.episodes[store_episode]}): {name} differs")
         return out
 

@@ -35,7 +35,7 @@ from fcs_data._pool import WorkerPool
 from fcs_data.converters.jobs import Runner, peak_rss_mb
 from fcs_data.converters.plan import Plan, choose_codec, plan_conversion, source_files
 from fcs_data.converters.progress import ConvertProgress, ProgressLog, read_progress
-from fcs_data.converters.zarr_store import create_arrays, frame_arrays, fsync_tree, row_arrays, writable
+from fcs_data.converters.zarr_store import create_arrays, fsync_tree, writable
 from fcs_data.errors import ConversionIOError, FcsError, ResumeMismatch, VerificationFailed
 from fcs_data.format import (
     CODEC_CHOICES,
@@ -46,12 +46,10 @@ from fcs_data.format import (
     META,
     PARTIAL_ATTR,
     PROGRESS_FILE,
-    RGB,
     ROOT_ATTR,
     STATE,
-    camera_array,
     codec_preset,
-    step_array,
+    store_arrays,
 )
 from fcs_data.schemas import Layout, ValidationReport, get_layout
 from fcs_data.schemas.store import Provenance, SplitStats, StoreMetadata, StoreStats
@@ -168,6 +166,7 @@ def _convert(src: Path, out: Path, partial: Path, layout: Layout, codec: str, po
              skip_bad: bool, verify: bool, shard_frames: int, progress: ConvertProgress, command: list[str] | None,
              t_start: float) -> ConversionResult:
     timings: dict[str, float] = {}
+    arrays = store_arrays(layout)
     t0 = time.perf_counter()
     report = validate_source(src, layout, pool=pool, progress=progress.validate)
     timings["validate"] = time.perf_counter() - t0
@@ -196,7 +195,7 @@ def _convert(src: Path, out: Path, partial: Path, layout: Layout, codec: str, po
         if lowdim_rec is None:
             t0 = time.perf_counter()
             total = plan.num_frames
-            rows = {name: np.zeros((total, *shape), dtype) for name, (shape, dtype) in row_arrays(layout).items()}
+            rows = {a.name: np.zeros((total, *a.row_shape), a.dtype) for a in arrays.values() if not a.is_frames}
             metas: list[dict] = [{}] * len(plan.episodes)
             for done, d in enumerate(runner.map("episode_lowdim", range(len(plan.episodes))), 1):
                 e = d["episode"]
@@ -208,8 +207,8 @@ def _convert(src: Path, out: Path, partial: Path, layout: Layout, codec: str, po
                 if progress.episodes:
                     progress.episodes(done, len(plan.episodes))
             for name, values in rows.items():
-                writable(partial, step_array(name))[:] = values
-                fsync_tree(partial / step_array(name))
+                writable(partial, arrays[name].path)[:] = values
+                fsync_tree(partial / arrays[name].path)
             state, action = rows["state"], rows["action"]
             lowdim_rec = {"lowdim": True, "episodes": metas, "stats": _lowdim_stats(state, action, layout),
                           "norm_stats": _default_split_stats(plan, state, action, layout).model_dump()}
@@ -255,11 +254,11 @@ def _convert(src: Path, out: Path, partial: Path, layout: Layout, codec: str, po
             verified = True
             timings["verify"] = time.perf_counter() - t0
 
-        hists = {array: image_stats(np.sum([np.asarray(r["hists"][array], np.int64) for r in shard_recs.values()],
-                                           axis=0)).model_dump()
-                 for array in frame_arrays(layout)}
-        stats = StoreStats.model_validate({**lowdim_rec["stats"], "rgb": hists[RGB],
-                                           "cameras": {c.name: hists[camera_array(c.name)] for c in layout.cameras}})
+        hists = {a.camera: image_stats(np.sum([np.asarray(r["hists"][a.path], np.int64) for r in shard_recs.values()],
+                                              axis=0)).model_dump()
+                 for a in arrays.values() if a.is_frames}
+        stats = StoreStats.model_validate({**lowdim_rec["stats"], "rgb": hists[layout.observation.camera],
+                                           "cameras": {c.name: hists[c.name] for c in layout.cameras}})
         conversions = conversion_notes(layout)
         metadata = StoreMetadata(
             fcs_format=FORMAT_VERSION, layout=layout, num_episodes=len(plan.episodes), num_frames=plan.num_frames,
