@@ -145,6 +145,16 @@ def layout_option(name: str | None):
         raise typer.BadParameter(str(e).strip("'\""), param_hint="--layout") from e
 
 
+def expect_input(path: Path, *kinds: str, role: str) -> None:
+    """Refuse (exit 2) a path of another kind than the command reads, saying what it is and what reads it."""
+    from fcs_data.recognize import WrongInputError, expect
+
+    try:
+        expect(path, *kinds, role=role)  # type: ignore[arg-type]
+    except WrongInputError as e:
+        fail(str(e), 2)
+
+
 def config_error(e: Exception) -> str:
     """A config's validation errors as `section.key: message`, one per line (no pydantic URLs)."""
     from pydantic import ValidationError

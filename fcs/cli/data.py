@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from fcs.cli.core import LayoutOpt, app, command, layout_option, parse_episode_spec
+from fcs.cli.core import LayoutOpt, app, command, expect_input, layout_option, parse_episode_spec
 from fcs.cli.views import console, err_console, print_detection, print_report, progress_bar
 
 layouts_app = typer.Typer(help="The logger layouts fcs reads: list them, print one, or detect a dataset's.",
@@ -177,6 +177,7 @@ def convert(
 
     if codec not in CODEC_CHOICES:
         raise typer.BadParameter(f"{codec!r}; choices: {', '.join(CODEC_CHOICES)}", param_hint="--codec")
+    expect_input(src, "logger_dataset", role="a logger dataset")
     lay = layout_option(layout) if layout is not None else None
     try:
         with Phases() as phases:
@@ -213,6 +214,7 @@ def info(
     from fcs_data.preview import contact_sheet
     from fcs_data.store import open_store
 
+    expect_input(store, "store", role="an fcs store")
     s = open_store(store)
     if preview is None:
         if out is not None:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from fcs.cli.core import command, config_error
+from fcs.cli.core import command, config_error, expect_input
 from fcs.cli.views import console, err_console, print_plan_eval, progress_bar
 
 PlanConfigOpt = Annotated[Path | None, typer.Option(
@@ -61,6 +61,8 @@ def plan_eval(
     from fcs_train.planning.mpc import Planner
     from fcs_train.run_dir import RunDir
 
+    expect_input(store, "store", role="an fcs store")
+    expect_input(checkpoint, "fcs_checkpoint", role="an fcs checkpoint")
     cfg = _plan_config(config, set_)
     planner = Planner.from_checkpoint(checkpoint, cfg, store=store, device=device)
     if out is None:
@@ -108,6 +110,9 @@ def serve(
     from fcs_train.planning.bundle import load_planning_model
     from fcs_train.planning.server import PlanningServer
 
+    expect_input(checkpoint, "fcs_checkpoint", role="an fcs checkpoint")
+    if store is not None:
+        expect_input(store, "store", role="an fcs store")
     cfg = _plan_config(config, set_)
     bundle = load_planning_model(checkpoint, store=store, device=device, amp=cfg.amp)
     server = PlanningServer(bundle, cfg, plan_timeout=plan_timeout)

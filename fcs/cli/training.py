@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
-from fcs.cli.core import command, config_error
-from fcs.cli.views import console, progress_bar
+from fcs.cli.core import command, config_error, expect_input
+from fcs.cli.views import console, err_console, progress_bar
 
 
 @command(name="import-checkpoint")
@@ -33,6 +34,7 @@ def import_checkpoint(
     options settle what neither says. Optimizer states (Adam, AdamW) are kept when every parameter maps
     onto fcs's optimizers: `fcs train --resume-from-reference NEW` continues with them.
     """
+    expect_input(old, "reference_checkpoint", "torch_file", role="a reference DINO-WM checkpoint")
     from fcs_train.reference_import import Hints, import_reference_checkpoint
 
     if new.exists() and not overwrite:
@@ -68,6 +70,10 @@ def train(
         help="continue a reference DINO-WM run: its weights, optimizer moments and epoch count (a checkpoint from "
              "fcs import-checkpoint, or the reference .pth itself, imported first)")] = None,
     progress: Annotated[bool, typer.Option(help="live progress line (terminals only)")] = True,
+    overrides: Annotated[list[str] | None, typer.Argument(
+        metavar="[KEY=VALUE]...", help="overrides as Hydra writes them, e.g. train.batch_size=8 data.frameskip=5; "
+                                      "the reference's names (frameskip, num_hist, training.batch_size, ...) are "
+                                      "mapped to fcs's keys")] = None,
 ) -> None:
     """Train DINO-WM on an fcs store; several GPUs (or CPU processes) with torchrun.
 
@@ -82,9 +88,12 @@ def train(
     if preset is not None and preset not in PRESETS:
         raise typer.BadParameter(f"{preset!r}; presets: {', '.join(PRESETS)}", param_hint="--preset")
     try:
-        cfg = load_config(config, preset=preset, overrides=set_ or [])
+        notes: list[str] = []
+        cfg = load_config(config, preset=preset, overrides=[*(set_ or []), *(overrides or [])], notes=notes)
     except (ValidationError, ValueError) as e:
-        raise typer.BadParameter(config_error(e), param_hint="--config/--set") from e
+        raise typer.BadParameter(config_error(e), param_hint="--config/--set/KEY=VALUE") from e
+    for note in notes:
+        err_console.print(f"note: {escape(note)}", highlight=False)
     if resume_from_reference is not None:
         if resume:
             raise typer.BadParameter("use --resume or --resume-from-reference, not both", param_hint="--resume")
@@ -93,6 +102,10 @@ def train(
     if print_config:
         console.print(cfg.to_yaml(), end="")
         return
+    if cfg.data.store is None:
+        raise typer.BadParameter("data.store is not set: give an fcs store, e.g. data.store=demo/store.zarr "
+                                 "(fcs convert DATASET --to zarr makes one)", param_hint="KEY=VALUE")
+    expect_input(cfg.data.store, "store", role="an fcs store (data.store)")
     from fcs_train.trainer import Trainer
 
     trainer = Trainer(cfg, resume=resume, show_progress=progress)
@@ -146,6 +159,9 @@ def dynamics(
     from fcs_train.checkpoint import load_world_model
     from fcs_train.dist import resolve_device
     from fcs_train.dynamics import checkpoint_split, embedding_change
+
+    expect_input(store, "store", role="an fcs store")
+    expect_input(checkpoint, "fcs_checkpoint", role="an fcs checkpoint")
 
     dev = resolve_device(device)
     model, ckpt = load_world_model(checkpoint, dev)
