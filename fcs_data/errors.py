@@ -80,7 +80,12 @@ class DetectionError(SourceError):
 
 
 class WorkerDied(FcsError):
-    """A worker process ended without a result (killed for memory, or a crash in a native library)."""
+    """A worker process ended without a result: killed for memory, a crash in a native library, or a
+    script without a `__main__` guard that every worker re-runs. `cause` is what the pool reported."""
+
+    def __init__(self, message: str, cause: str = ""):
+        self.cause = cause
+        super().__init__(message)
 
 
 class LockedError(FcsError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -61,24 +62,54 @@ def load_pickle(path: str | Path) -> Any:
         raise UnreadableFileError(path, f"{type(e).__name__}: {e}") from e
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def load_failure(path: str | Path, e: BaseException) -> UnreadableFileError | UnsafePickleError:
+    """What a failed `torch.load(path, weights_only=True)` means, in words that name the file.
+
+    torch reports a file cut off while being written or copied as an "internal miniz error", and any
+    other undecodable file with advice to retry with `weights_only=False`: never advice to give
+    about a file from a user. A refused global is `UnsafePickleError`; everything else is
+    `UnreadableFileError` saying truncated, corrupt, empty, or not a torch.save file.
+    """
+    path = Path(path)
+    text = _ANSI.sub("", str(e))
+    refused = re.search(r"GLOBAL ([\w.]+)", text) if isinstance(e, pickle.UnpicklingError) else None
+    if refused:
+        return UnsafePickleError(path, f"global {refused.group(1)}")
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError:
+        size, head = -1, b""
+    if size == 0:
+        return UnreadableFileError(path, "the file is empty")
+    if head.startswith(b"PK"):
+        if "central directory" in text or isinstance(e, OSError | EOFError):
+            return UnreadableFileError(path, f"truncated: its zip archive ends early ({size:,} bytes); the file was "
+                                             "cut off while being written or copied; write or copy it again")
+        return UnreadableFileError(path, "corrupt: its zip archive fails its own checks; write or copy it again")
+    if head.startswith(b"\x80"):
+        if isinstance(e, EOFError | IndexError) or "ran out of input" in text.lower():
+            return UnreadableFileError(path, f"truncated: the pickle ends early ({size:,} bytes)")
+        reason = next((line.strip() for line in text.splitlines() if line.strip().startswith("Unsupported")), "")
+        return UnreadableFileError(path, "not a torch.save file of tensors" + (f" ({reason})" if reason else ""))
+    return UnreadableFileError(path, "not a torch.save file (neither a zip archive nor a pickle)")
+
+
 def _load_weights_only(path: Path, *, mmap: bool = False) -> Any:
-    """`torch.load(weights_only=True)` whose failures name the file: `UnsafePickleError` for a
-    global outside torch's allow-list, `UnreadableFileError` for anything that does not decode."""
+    """`torch.load(weights_only=True)` whose failures name the file (`load_failure`)."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     use_mmap = mmap and zipfile.is_zipfile(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=use_mmap)
-    except pickle.UnpicklingError as e:
-        # torch's message is a paragraph; the line that matters names the global or the bad opcode
-        refused = re.search(r"GLOBAL ([\w.]+)", str(e))
-        if refused:
-            raise UnsafePickleError(path, f"global {refused.group(1)}") from e
-        reason = next((line.strip() for line in str(e).splitlines() if line.strip().startswith("Unsupported")),
-                      str(e).strip().splitlines()[0] if str(e).strip() else "")
-        raise UnreadableFileError(path, f"not a torch.save file ({reason})") from e
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError) as e:
-        raise UnreadableFileError(path, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "Detected pickle protocol 4 ..."
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=use_mmap)
+    except Exception as e:  # any failure to decode a user's file is reported with the file, never raw
+        raise load_failure(path, e) from e
 
 
 def load_tensor(path: str | Path, *, mmap: bool = False) -> torch.Tensor:

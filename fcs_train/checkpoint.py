@@ -31,6 +31,8 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fcs_data.errors import UnsafePickleError
+from fcs_data.safe_io import load_failure
 from fcs_data.schemas import Layout
 from fcs_data.schemas.store import ImageStats
 from fcs_data.splits import EpisodeSplit
@@ -175,9 +177,12 @@ def _read(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
         d = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # any failure to decode is reported with the file
-        hint = " (a reference DINO-WM checkpoint? convert it with `fcs import-checkpoint`)" if "GLOBAL" in str(e) else ""
-        raise CheckpointError(f"{path}: cannot be loaded as an fcs checkpoint{hint}: {str(e).splitlines()[0]}") from e
+    except Exception as e:  # any failure to decode is reported with the file, in words (never torch's advice)
+        why = load_failure(path, e)
+        if isinstance(why, UnsafePickleError):
+            raise CheckpointError(f"{path}: cannot be loaded as an fcs checkpoint: it pickles {why.what} (a reference "
+                                  "DINO-WM checkpoint? convert it with `fcs import-checkpoint`)") from e
+        raise CheckpointError(f"{path}: cannot be loaded as an fcs checkpoint: {why.reason}") from e
     version = d.get("fcs_checkpoint") if isinstance(d, dict) else None
     if version is None:
         what = f"a dict of {', '.join(map(str, list(d)[:6]))}" if isinstance(d, dict) else f"a {type(d).__name__}"

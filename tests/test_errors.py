@@ -21,7 +21,7 @@ EXAMPLES = [
     errors.ConversionIOError("/s.zarr: No space left on device"),
     errors.ResumeMismatch("/s.zarr.partial was started from a different source"),
     errors.VerificationFailed("/s.zarr: 3 values differ"),
-    errors.WorkerDied("a worker process died"),
+    errors.WorkerDied("a worker process died", cause="A child process terminated abruptly"),
     errors.DetectionError("/d: no built-in layout matches (franka_cube_stack_v1: needs states.pth at the root)"),
     errors.ConversionRefused("/d: validation found 2 errors", ValidationReport(path="/d", kind="source", layout="v1")),
 ]
