@@ -1,6 +1,8 @@
-"""Contact sheets: an episode's frames at a glance, each labelled with its step index."""
+"""Contact sheets (an episode's frames at a glance, each labelled with its step index) and labelled grids."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -27,4 +29,49 @@ def contact_sheet(store: Store, episode: int, *, max_frames: int = 48, columns: 
         box = draw.textbbox((x + 3, y + 2), label)
         draw.rectangle((box[0] - 2, box[1] - 1, box[2] + 2, box[3] + 1), fill=(0, 0, 0))
         draw.text((x + 3, y + 2), label, fill=(255, 255, 255))
+    return sheet
+
+
+def labelled_grid(rows: Sequence[Sequence[np.ndarray | None]], row_labels: Sequence[str],
+                  col_labels: Sequence[str] | None = None, title: str | None = None, min_cell: int = 96
+                  ) -> Image.Image:
+    """Frames in a grid with a label for every row (left), every column (top) and a title.
+
+    `rows[r][c]` is an `(H, W, 3)` uint8 frame, or None for a cell with no image (grey). Frames are
+    scaled up (nearest) to at least `min_cell` pixels high so that small training images stay legible.
+    """
+    frames = [f for row in rows for f in row if f is not None]
+    if not frames:
+        raise ValueError("labelled_grid: no frames")
+    h, w = frames[0].shape[:2]
+    scale = max(1, -(-min_cell // h))
+    ch, cw = h * scale, w * scale
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+
+    def size(text: str) -> tuple[int, int]:
+        box = probe.textbbox((0, 0), text)
+        return box[2] - box[0], box[3] - box[1]
+
+    pad = 4
+    left = max(size(t)[0] for t in row_labels) + 2 * pad
+    line = max(size("Ag")[1], 8) + 2 * pad
+    top = (line if title else 0) + (line if col_labels else 0)
+    ncols = max(len(r) for r in rows)
+    sheet = Image.new("RGB", (left + ncols * (cw + pad), top + len(rows) * (ch + pad)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    if title:
+        draw.text((pad, pad), title, fill=(0, 0, 0))
+    if col_labels:
+        for c, text in enumerate(col_labels):
+            draw.text((left + c * (cw + pad) + pad, top - line + pad), text, fill=(0, 0, 0))
+    for r, (row, text) in enumerate(zip(rows, row_labels, strict=True)):
+        y = top + r * (ch + pad)
+        draw.text((pad, y + ch // 2 - line // 2 + pad), text, fill=(0, 0, 0))
+        for c, frame in enumerate(row):
+            x = left + c * (cw + pad)
+            if frame is None:
+                draw.rectangle((x, y, x + cw - 1, y + ch - 1), fill=(160, 160, 160))
+                continue
+            img = Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8))
+            sheet.paste(img.resize((cw, ch), Image.Resampling.NEAREST) if scale > 1 else img, (x, y))
     return sheet

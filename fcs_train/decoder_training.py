@@ -115,7 +115,9 @@ def train_decoder(run_dir: str | Path, *, steps: int = 1000, batch_size: int | N
         tokens, visual = _batch(model, store, picks[:8], dev)
         images, _ = decoder(tokens)
     n = len(picks)
-    save_prediction_grid(run.decoder_image, visual.transpose(0, 1), None, images.unsqueeze(0), num_pred=1)
+    save_prediction_grid(run.decoder_image, visual.transpose(0, 1), None,
+                         images.unsqueeze(0), num_pred=1, title=f"fcs train-decoder, {steps} steps: validation frames",
+                         samples=["validation frames"], columns=[f"frame {j}" for j in range(visual.shape[0])])
     written = []
     weights = {k: v.detach().cpu() for k, v in decoder.state_dict().items()}
     for path in run.run_checkpoints():

@@ -128,15 +128,18 @@ class Evaluator:
         model.train()
         return {k: float(np.mean(v)) for k, v in errs.items()}
 
-    def save_images(self, path: Path) -> None:
-        """Ground truth / prediction / reconstruction of `log.num_reconstruct_samples` validation windows."""
+    def save_images(self, path: Path, title: str) -> Path | None:
+        """Ground truth / prediction / reconstruction of `log.num_reconstruct_samples` validation windows,
+        labelled (`title`, each window's episode and start); None when there is no validation window."""
         n = min(self.cfg.log.num_reconstruct_samples, len(self.val_ds))
         if n == 0:
-            return
+            return None
         batch = collate_windows([self.val_ds[i] for i in np.linspace(0, len(self.val_ds) - 1, n).astype(int)])
         obs, act = self._inputs(batch)
         self.model.eval()
         with torch.no_grad(), self.autocast():
             out = self.model(obs, act)
         self.model.train()
-        save_prediction_grid(path, obs["visual"], out.visual_pred, out.visual_rec, self.model.num_pred)
+        return save_prediction_grid(path, obs["visual"], out.visual_pred, out.visual_rec, self.model.num_pred,
+                                    num_hist=self.model.num_hist, title=title,
+                                    samples=[f"episode {e}, start {s}" for e, s in window_pairs(batch)])

@@ -318,7 +318,9 @@ class Trainer:
                 self.log.record("val", {"step": state.global_step, "epoch": state.epoch, **val})
                 row |= {f"val_{k}": v for k, v in val.items()}
         if self.info.is_main and (stopped or state.epoch % cfg.log.png_every_epochs == 0) and self._decoding():
-            self.evaluator.save_images(self.run.epoch_image(state.epoch))
+            self.evaluator.save_images(self.run.epoch_image(state.epoch),
+                                       title=f"epoch {state.epoch}, step {state.global_step}: validation windows, "
+                                             f"frames {cfg.data.frameskip} steps apart")
         if self.info.is_main and not self._profiled:
             profile = self._profile()
             if profile:
