@@ -150,6 +150,10 @@ class LogConfig(_Section):
     tensorboard: bool = False
     wandb: bool = False
     wandb_project: str = "fcs"
+    wandb_entity: str | None = Field(default=None, description="W&B team or user (None: your default)")
+    wandb_name: str | None = Field(default=None, description="W&B run name (None: W&B picks one)")
+    wandb_group: str | None = Field(default=None, description="W&B group, e.g. one per experiment")
+    wandb_tags: list[str] = Field(default_factory=list, description="W&B tags")
     print_every_steps: int = Field(default=10, ge=1)
     every_steps: int = Field(default=10, ge=1, description="read the training losses from the device (one sync) "
                                                            "and record them every k steps")

@@ -9,6 +9,7 @@
     RUN/plots/losses.png                loss curves
     RUN/tensorboard/                    TensorBoard events (log.tensorboard)
     RUN/plan_eval/                      `fcs plan-eval`'s PNGs, by default
+    RUN/wandb.json                      the W&B run id, kept across resumes
 
 Every module that writes or reads these (the trainer, its checkpoints, the run log, `fcs train-decoder`,
 the CLI) takes the path from here. A run directory is always reached through `RunDir.of_config`
@@ -102,3 +103,8 @@ class RunDir:
     @property
     def plan_eval(self) -> Path:
         return self.root / "plan_eval"
+
+    @property
+    def wandb(self) -> Path:
+        """The W&B run this run logs to (`{"id", "project", "entity", "url"}`), resumed by `--resume`."""
+        return self.root / "wandb.json"

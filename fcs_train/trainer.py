@@ -65,7 +65,7 @@ class Trainer:
             raise TrainError("data.store is not set: give an fcs store (fcs convert ... --to zarr)")
         self.info = fdist.setup(cfg.train.device)
         self.device = self.info.device
-        self.log = RunLog(cfg, enabled=self.info.is_main, show_progress=show_progress)
+        self.log = RunLog(cfg, enabled=self.info.is_main, show_progress=show_progress, resume=resume)
 
         d = cfg.data
         if d.cameras is not None and len(d.cameras) > 1 and d.fuse is None:
@@ -318,9 +318,12 @@ class Trainer:
                 self.log.record("val", {"step": state.global_step, "epoch": state.epoch, **val})
                 row |= {f"val_{k}": v for k, v in val.items()}
         if self.info.is_main and (stopped or state.epoch % cfg.log.png_every_epochs == 0) and self._decoding():
-            self.evaluator.save_images(self.run.epoch_image(state.epoch),
-                                       title=f"epoch {state.epoch}, step {state.global_step}: validation windows, "
-                                             f"frames {cfg.data.frameskip} steps apart")
+            grid = self.evaluator.save_images(
+                self.run.epoch_image(state.epoch),
+                title=f"epoch {state.epoch}, step {state.global_step}: validation windows, frames "
+                      f"{cfg.data.frameskip} steps apart")
+            if grid is not None:
+                self.log.image("val/predictions", grid, state.global_step, caption=f"epoch {state.epoch}")
         if self.info.is_main and not self._profiled:
             profile = self._profile()
             if profile:

@@ -106,6 +106,9 @@ def train(
         raise typer.BadParameter("data.store is not set: give an fcs store, e.g. data.store=demo/store.zarr "
                                  "(fcs convert DATASET --to zarr makes one)", param_hint="KEY=VALUE")
     expect_input(cfg.data.store, "store", role="an fcs store (data.store)")
+    from fcs_train.trackers import check_trackers
+
+    check_trackers(cfg)
     from fcs_train.trainer import Trainer
 
     trainer = Trainer(cfg, resume=resume, show_progress=progress)
