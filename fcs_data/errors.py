@@ -110,3 +110,11 @@ class ResumeMismatch(FcsError):
 
 class ConversionIOError(FcsError):
     """Writing the store failed (a full disk, a lost mount, permissions); `OUT.partial` was kept."""
+
+
+class WrongInputError(FcsError):
+    """A command was given a path of another kind than it reads (a store where a dataset belongs, ...)."""
+
+    def __init__(self, path: str | Path, kind: str, expected: str, message: str):
+        self.path, self.kind, self.expected = str(path), kind, expected
+        super().__init__(message)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from fcs_data.errors import FcsError
+from fcs_data.errors import WrongInputError
 
 Kind = Literal["store", "partial_store", "zarr", "logger_dataset", "fcs_checkpoint", "reference_checkpoint",
                "torch_file", "run_dir", "empty_dir", "missing", "other_dir", "other_file"]
@@ -54,14 +54,6 @@ _NEXT = {
     "reference_checkpoint": "fcs import-checkpoint {p}",
     "run_dir": "fcs train --resume --set train.run_dir={p} / fcs plan-eval STORE --checkpoint {p}/checkpoints/latest.pt",
 }
-
-
-class WrongInputError(FcsError):
-    """A command was given a path of another kind than it reads (a store where a dataset belongs, ...)."""
-
-    def __init__(self, path: str | Path, kind: Kind, expected: str, message: str):
-        self.path, self.kind, self.expected = str(path), kind, expected
-        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -116,8 +108,8 @@ def _store_kind(path: Path) -> Kind | None:
     partial = path.name.endswith(".partial")
     try:
         attrs = json.loads(meta.read_text()).get("attributes", {})
-    except (OSError, ValueError, AttributeError):
-        return "partial_store" if partial else "zarr"
+    except (OSError, ValueError, AttributeError):  # damaged: the store reader names what is wrong
+        return "partial_store" if partial else "store"
     if partial or "fcs_partial" in attrs:
         return "partial_store"
     return "store" if "fcs" in attrs else "zarr"

@@ -33,7 +33,7 @@ app = typer.Typer(
     name="fcs",
     help="Isaac Sim Franka cube-stacking episodes -> validated Zarr stores -> DINO-WM world models.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
@@ -73,7 +73,7 @@ def _crash_report(e: BaseException) -> NoReturn:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"fcs-crash-{stamp}-{os.getpid()}.txt"
-            path.write_text(f"fcs {__version__}\n{' '.join(sys.argv)}\n\n{text}")
+            path.write_text(f"{' '.join(sys.argv)}\n\n{crash_environment()}\n\n{text}")
             break
         except OSError:
             path = None
@@ -81,6 +81,16 @@ def _crash_report(e: BaseException) -> NoReturn:
     where = f"the traceback is in {path}" if path else "the traceback could not be written"
     fail(f"internal error ({type(e).__name__}: {first}); {where}; set FCS_DEBUG=1 to print it, and please "
          "report it")
+
+
+def crash_environment() -> str:
+    """`fcs env`'s text for a crash file; CUDA is asked about only when torch is already imported."""
+    from fcs.environment import environment, environment_text
+
+    try:
+        return environment_text(environment(devices="torch" in sys.modules))
+    except Exception as e:  # the traceback matters more than the environment
+        return f"fcs {__version__} (environment unavailable: {type(e).__name__}: {e})"
 
 
 def _reflow(doc: str) -> str:
@@ -178,8 +188,20 @@ def _version(value: bool) -> None:
 def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version")]
     = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print errors only (and what --json asks for)")]
+    = False,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="-v: log what fcs does; -vv: also print "
+                                                                            "the traceback of an internal error")]
+    = 0,
 ) -> None:
     """Isaac Sim Franka cube-stacking episodes -> validated Zarr stores -> DINO-WM world models."""
+    import logging
+
+    console.quiet = quiet
+    if verbose:
+        logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.INFO, format="%(name)s: %(message)s")
+    if verbose > 1:
+        os.environ["FCS_DEBUG"] = "1"
 
 
 def main() -> None:
