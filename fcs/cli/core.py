@@ -165,6 +165,15 @@ def expect_input(path: Path, *kinds: str, role: str) -> None:
         fail(str(e), 2)
 
 
+def write_json(target: Path, text: str) -> None:
+    """`--json TARGET`: the file, or standard output for `-` (then nothing else goes to stdout)."""
+    if str(target) == "-":
+        sys.stdout.write(text.rstrip("\n") + "\n")
+        sys.stdout.flush()
+    else:
+        target.write_text(text.rstrip("\n") + "\n")
+
+
 def config_error(e: Exception) -> str:
     """A config's validation errors as `section.key: message`, one per line (no pydantic URLs)."""
     from pydantic import ValidationError

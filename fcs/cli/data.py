@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from fcs.cli.core import LayoutOpt, app, command, expect_input, layout_option, parse_episode_spec
+from fcs.cli.core import LayoutOpt, app, command, expect_input, layout_option, parse_episode_spec, write_json
 from fcs.cli.views import console, err_console, print_detection, print_report, progress_bar
 
 layouts_app = typer.Typer(help="The logger layouts fcs reads: list them, print one, or detect a dataset's.",
@@ -208,9 +208,16 @@ def info(
     preview: Annotated[int | None, typer.Option(help="write a contact sheet of this episode (with --out)")] = None,
     out: Annotated[Path | None, typer.Option(help="PNG file for --preview")] = None,
     max_frames: Annotated[int, typer.Option(min=1, help="frames on the contact sheet")] = 48,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the summary as JSON here ('-': stdout, "
+                                                                 "and no tables)")] = None,
 ) -> None:
-    """Summarise a store: episodes, frames, lengths, codec, size, statistics; or preview an episode."""
-    from fcs.cli.views import print_store_info
+    """Summarise a store: episodes, frames, lengths, codec, size, statistics; or preview an episode.
+
+    Example: fcs info demo/store.zarr --json - | jq .num_episodes
+    """
+    import json
+
+    from fcs.cli.views import print_store_info, store_summary
     from fcs_data.preview import contact_sheet
     from fcs_data.store import open_store
 
@@ -219,6 +226,10 @@ def info(
     if preview is None:
         if out is not None:
             raise typer.BadParameter("--out needs --preview EPISODE", param_hint="--out")
+        if json_out is not None:
+            write_json(json_out, json.dumps(store_summary(s), indent=2))
+            if str(json_out) == "-":
+                return
         print_store_info(s)
         return
     if out is None:

@@ -175,13 +175,25 @@ def _hist_line(lengths) -> list[str]:
             for c, lo, hi in zip(counts, edges[:-1], edges[1:], strict=True)]
 
 
-def print_store_info(store) -> None:
-    """Summary tables of an open `Store`."""
+def store_summary(store) -> dict:
+    """What `fcs info` shows, as JSON-able data: the store's metadata, episode lengths and sizes."""
     import numpy as np
 
     m = store.metadata
     disk = sum(p.stat().st_size for p in store.path.rglob("*") if p.is_file())
     raw = store.num_frames * (int(np.prod(m.frame_shape)) + 4 * (m.layout.state_dim + m.layout.action_dim))
+    return {"path": str(store.path), "num_episodes": store.num_episodes, "num_frames": store.num_frames,
+            "episode_lengths": [int(n) for n in store.episode_lengths], "disk_bytes": disk, "raw_bytes": raw,
+            "current_format": store.is_current_format, "metadata": m.model_dump(mode="json")}
+
+
+def print_store_info(store) -> None:
+    """Summary tables of an open `Store`."""
+    import numpy as np
+
+    m = store.metadata
+    summary = store_summary(store)
+    disk, raw = summary["disk_bytes"], summary["raw_bytes"]
     lengths = store.episode_lengths
     t = Table(title=f"store {store.path}", title_justify="left", show_header=False)
     t.add_column(style="bold")
