@@ -45,3 +45,7 @@ class DecoderTrainingError(FcsError):
 
 class ReferenceImportError(FcsError):
     """The file is not a reference DINO-WM checkpoint this importer can read, or a flag contradicts it."""
+
+
+class TrackerError(FcsError):
+    """A tracker the config asks for cannot be used (not installed, or its run cannot be resumed)."""

@@ -14,12 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fcs_data.errors import FcsError
 from fcs_train.config import TrainConfig
-
-
-class TrackerError(FcsError):
-    """A tracker the config asks for cannot be used (not installed, or its run cannot be resumed)."""
+from fcs_train.errors import TrackerError
 
 
 def _installed(module: str) -> bool:

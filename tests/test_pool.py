@@ -26,7 +26,7 @@ def test_a_script_without_a_main_guard_is_told_to_add_one(tmp_path: Path) -> Non
     res = _run(tmp_path, _SCRIPT.format(raw=raw, out=out))
     assert res.returncode == 1
     last = res.stderr.strip().splitlines()[-1]
-    assert last.startswith("fcs_data._pool.WorkerDied: worker processes could not start")
+    assert last.startswith("fcs_data.errors.WorkerDied: worker processes could not start")
     assert 'if __name__ == "__main__":' in last and "convert_script.py" in last and "memory" not in last
 
 

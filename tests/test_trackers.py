@@ -13,7 +13,8 @@ from helpers import train_tiny
 
 from fcs_data.converters.to_zarr import convert_to_zarr
 from fcs_train.config import load_config
-from fcs_train.trackers import TrackerError, check_trackers
+from fcs_train.errors import TrackerError
+from fcs_train.trackers import check_trackers
 
 
 class FakeWandb(types.ModuleType):
