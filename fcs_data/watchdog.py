@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -106,11 +107,16 @@ class WatchedCollate:
 
 
 class WorkerInit:
-    """`worker_init_fn`: one intra-op thread per worker (N workers on N cores), and the pid recorded."""
+    """`worker_init_fn`: one intra-op thread per worker (N workers on N cores), the pid recorded, and
+    SIGUSR1 / SIGINT ignored: SLURM's pre-emption warning and Ctrl-C reach every process of the job, and
+    a worker that died of them would turn the main process's checkpoint-and-exit into a worker failure
+    (SIGTERM stays fatal: the DataLoader itself ends workers with it)."""
 
     def __init__(self, watchdog: LoaderWatchdog):
         self.watchdog = watchdog
 
     def __call__(self, worker_id: int) -> None:
         torch.set_num_threads(1)
+        for s in (signal.SIGUSR1, signal.SIGINT):  # the main process stops the run (and them)
+            signal.signal(s, signal.SIG_IGN)
         self.watchdog.worker_started(worker_id)

@@ -141,6 +141,9 @@ class TrainSection(_Section):
     init_optimizers: bool = Field(default=False, description="with init_from: also continue its optimizer states "
                                                              "and epoch count (fcs train --resume-from-reference)")
     loader_timeout: float = Field(default=300.0, ge=0, description="seconds to wait for a batch (0: forever)")
+    stall_timeout: float = Field(default=900.0, ge=0, description="seconds without a batch or a step before the run "
+                                                                 "is stopped with a diagnosis and a checkpoint "
+                                                                 "(0: never)")
 
 
 class LogConfig(_Section):

@@ -49,3 +49,13 @@ class ReferenceImportError(FcsError):
 
 class TrackerError(FcsError):
     """A tracker the config asks for cannot be used (not installed, or its run cannot be resumed)."""
+
+
+class LoaderFailure(TrainError):
+    """The data side failed mid-epoch (a DataLoader worker died, stalled or raised; a damaged shard);
+    the model is sound, so a resumable checkpoint is written before this reaches the user."""
+
+
+class StallError(LoaderFailure):
+    """No training progress for `train.stall_timeout` seconds; the message names the culprit and the
+    file holding every thread's stack."""

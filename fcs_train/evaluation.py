@@ -24,6 +24,7 @@ from fcs_train.errors import NonFiniteLoss
 from fcs_train.metrics import LPIPS, image_metrics, z_errors
 from fcs_train.models import VWorldModel, to_model_input
 from fcs_train.plots import save_prediction_grid
+from fcs_train.stall import StallWatchdog
 from fcs_train.step_inputs import listed, model_inputs, window_pairs
 
 
@@ -32,8 +33,9 @@ class Evaluator:
 
     def __init__(self, cfg: TrainConfig, model: VWorldModel, net: torch.nn.Module, val_ds: WindowDataset,
                  val_loader: WatchedLoader, info: fdist.DistInfo, autocast: Callable[[], contextlib.AbstractContextManager],
-                 lpips: LPIPS | None):
+                 lpips: LPIPS | None, stall: StallWatchdog | None = None):
         self.cfg, self.model, self.net, self.val_ds, self.val_loader = cfg, model, net, val_ds, val_loader
+        self.stall = stall
         self.info, self.device, self.autocast, self.lpips = info, info.device, autocast, lpips
 
     def _inputs(self, batch: dict) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -49,7 +51,7 @@ class Evaluator:
         count = 0
         bad: list[tuple[int, int]] = []
         it = iter(self.val_loader)
-        while (batch := next_batch(it, self.val_loader)) is not None:
+        while (batch := next_batch(it, self.val_loader, self.stall)) is not None:
             obs, act = self._inputs(batch)
             with self.autocast():
                 out = model(obs, act, decode_pred=decode, reconstruct=decode)

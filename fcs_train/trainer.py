@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -26,13 +27,14 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from fcs_data.errors import StoreError
 from fcs_data.loader import SeededSampler, make_loader
 from fcs_data.windows import WindowDataset
 from fcs_train import dist as fdist
 from fcs_train.batches import next_batch
 from fcs_train.checkpoint import RunState
 from fcs_train.config import TrainConfig
-from fcs_train.errors import NonFiniteLoss, TrainError
+from fcs_train.errors import LoaderFailure, NonFiniteLoss, TrainError
 from fcs_train.evaluation import Evaluator
 from fcs_train.metrics import LPIPS
 from fcs_train.models import ModelSpec, VWorldModel
@@ -41,6 +43,8 @@ from fcs_train.rng import rng_state, set_rng_state
 from fcs_train.run_dir import RunDir
 from fcs_train.run_state import RunCheckpoints
 from fcs_train.runlog import RunLog
+from fcs_train.signals import Preempted, stop_signals
+from fcs_train.stall import StallWatchdog
 from fcs_train.step_inputs import DecoderWork, check_finite_inputs, model_inputs, window_pairs
 from fcs_train.step_losses import PendingLosses
 
@@ -129,8 +133,10 @@ class Trainer:
         self.train_loader = make_loader(self.train_ds, sampler=self.sampler, drop_last=True, **loader_args)
         val_loader = make_loader(self.val_ds, sampler=SeededSampler(len(self.val_ds), shuffle=False, rank=rank,
                                                                     world_size=world), drop_last=False, **loader_args)
+        self.stall = StallWatchdog(cfg.train.stall_timeout, cfg.train.run_dir,
+                                   lambda: {"train": self.train_loader.watchdog, "validation": val_loader.watchdog})
         self.evaluator = Evaluator(cfg, self.model, self.net, self.val_ds, val_loader, self.info, self._autocast,
-                                   lpips)
+                                   lpips, self.stall)
         self._optimizer_seconds: list[float] = []
         self._last_inputs: tuple[dict[str, torch.Tensor], torch.Tensor] | None = None
         self._profiled = False
@@ -222,7 +228,7 @@ class Trainer:
         try:
             while True:
                 t0 = time.perf_counter()
-                batch = next_batch(it, self.train_loader)
+                batch = next_batch(it, self.train_loader, self.stall)
                 wait += time.perf_counter() - t0
                 if batch is None:
                     break
@@ -242,6 +248,7 @@ class Trainer:
                 if not sync_grads:
                     continue
                 self._timed_optimizer_step()
+                self.stall.beat()
                 state.global_step += 1
                 state.step_in_epoch += 1
                 self._boundary_rng = self._rng_snapshot()
@@ -349,24 +356,25 @@ class Trainer:
 
     def fit(self) -> RunSummary:
         cfg, state = self.cfg, self.state
-        stopped_by = "epochs"
         try:
-            while state.epoch <= cfg.train.epochs:
-                if cfg.train.max_steps is not None and state.global_step >= cfg.train.max_steps:
-                    stopped_by = "max_steps"
-                    break
-                stopped = self._train_epoch()
-                self._end_epoch(stopped)
-                if stopped:
-                    stopped_by = "max_steps"
-                    break
-        except KeyboardInterrupt:
+            with stop_signals(), self.stall.watching():
+                stopped_by = self._epochs()
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM / SIGUSR1 (`Preempted`)
             self.log.end_epoch()
-            for opt in self.optimizers.values():  # the interrupted step is redone on resume
-                opt.zero_grad(set_to_none=True)
-            self._save("latest", interrupted=True)
-            self.log.info(f"[yellow]interrupted[/] at step {state.global_step}: wrote {self.run.latest}; continue "
-                          "with --resume")
+            self._save_resumable()
+            why = "interrupted" if not isinstance(e, Preempted) else f"stopped by {signal.Signals(e.signum).name}"
+            self.log.info(f"[yellow]{why}[/] at step {state.global_step}: wrote "
+                          f"{self.run.latest}; continue with --resume")
+            raise
+        except (LoaderFailure, StoreError) as e:  # the data side failed (a worker, a shard); the model is sound
+            self.log.end_epoch()
+            self._save_resumable()
+            self.stall.stop_culprit()
+            kept = (f"wrote {self.run.latest} at step {state.global_step}: fix the cause and "
+                    "continue with fcs train --resume (same config)")
+            if isinstance(e, LoaderFailure):
+                raise type(e)(f"{e}; {kept}") from e
+            self.log.info(f"[yellow]stopped[/]: {kept}")
             raise
         finally:
             self.log.close()
@@ -376,6 +384,24 @@ class Trainer:
             self.log.info(f"done ({stopped_by}): {state.global_step} steps{best}; checkpoints in {self.run.checkpoints}")
         return RunSummary(self.run.root, state.epoch, state.global_step, stopped_by, state.best_val_loss,
                           self.log.train_history, self.log.val_history)
+
+    def _save_resumable(self) -> None:
+        """`latest.pt` as of the last completed step: the step in flight is redone on resume."""
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        self._save("latest", interrupted=True)
+
+    def _epochs(self) -> str:
+        """Train epoch after epoch; what stopped the run (`epochs`, `max_steps`)."""
+        cfg, state = self.cfg, self.state
+        while state.epoch <= cfg.train.epochs:
+            if cfg.train.max_steps is not None and state.global_step >= cfg.train.max_steps:
+                return "max_steps"
+            stopped = self._train_epoch()
+            self._end_epoch(stopped)
+            if stopped:
+                return "max_steps"
+        return "epochs"
 
     def close(self) -> None:
         fdist.teardown()

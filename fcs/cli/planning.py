@@ -137,3 +137,4 @@ def serve(
         asyncio.run(server.serve(host, port, on_ready=ready))
     except KeyboardInterrupt:
         err_console.print("[yellow]stopped[/]")
+        raise typer.Exit(130) from None

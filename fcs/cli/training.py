@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from fcs.cli.core import command, config_error, expect_input
+from fcs.cli.core import command, config_error, expect_input, fail
 from fcs.cli.views import console, err_console, progress_bar
 
 
@@ -103,17 +103,20 @@ def train(
         console.print(cfg.to_yaml(), end="")
         return
     if cfg.data.store is None:
-        raise typer.BadParameter("data.store is not set: give an fcs store, e.g. data.store=demo/store.zarr "
-                                 "(fcs convert DATASET --to zarr makes one)", param_hint="KEY=VALUE")
+        fail("data.store is not set: give an fcs store, e.g. data.store=demo/store.zarr (fcs convert DATASET --to "
+             "zarr makes one)")
     expect_input(cfg.data.store, "store", role="an fcs store (data.store)")
     from fcs_train.trackers import check_trackers
 
     check_trackers(cfg)
+    from fcs_train.signals import Preempted
     from fcs_train.trainer import Trainer
 
     trainer = Trainer(cfg, resume=resume, show_progress=progress)
     try:
         trainer.fit()
+    except Preempted as e:  # SIGTERM / SIGUSR1: a checkpoint was written; exit as the signal would
+        raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     finally:
