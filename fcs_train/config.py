@@ -124,7 +124,9 @@ class OptimConfig(_Section):
 
 
 class TrainSection(_Section):
-    run_dir: Path = Path("runs/dino_wm")
+    run_dir: Path | None = Field(default=None, description="None: a new runs/<run_name>/<YYYY-MM-DD_HH-MM-SS> per run "
+                                                             "(with --resume: the one runs/<run_name>/latest is)")
+    run_name: str = Field(default="dino_wm", pattern=r"^[A-Za-z0-9_.-]+$", description="runs/<run_name>/...")
     epochs: int = Field(default=100, ge=1)
     max_steps: int | None = Field(default=None, ge=1, description="stop after this many optimiser steps")
     batch_size: int = Field(default=32, ge=1, description="per process")

@@ -53,13 +53,32 @@ def load_optimizer_state(opt: torch.optim.Optimizer, state: dict[str, Any]) -> N
     opt.load_state_dict({**state, "param_groups": remapped})
 
 
-def _architecture(section: dict) -> dict:
-    """A config section without the decoder schedule (which changes how a run trains, not what it is)."""
-    decoder = section.get("decoder")
-    if not isinstance(decoder, dict):
-        return section
-    return {**section, "decoder": {k: v for k, v in decoder.items() if k not in ("schedule", "subset_frames",
-                                                                                   "every_n")}}
+# settings of the data and model sections that change neither the windows nor the model, so `--resume`
+# may change them: how the data is read, where the store lives (it is matched by content), how the
+# decoder is scheduled, where the frozen encoder's weights file lies
+RESUMABLE = ("data.store", "data.num_workers", "data.cache", "data.multiprocessing_context", "model.decoder.schedule",
+             "model.decoder.subset_frames", "model.decoder.every_n", "model.encoder.weights")
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out |= _flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
+    return out
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """`(refused, allowed)`: the keys whose values differ between two resolved configs, as
+    `key: old -> new`; refused are those of the data and model sections that define the run."""
+    a, b = _flat(old), _flat(new)
+    refused, allowed = [], []
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) == b.get(key) or key == "train.run_dir":
+            continue
+        line = f"{key}: {a.get(key)!r} -> {b.get(key)!r}"
+        defines = key.startswith(("data.", "model.")) and key not in RESUMABLE
+        (refused if defines else allowed).append(line)
+    return refused, allowed
 
 
 class RunCheckpoints:
@@ -101,26 +120,33 @@ class RunCheckpoints:
             save_checkpoint(ckpt, self.run.checkpoint(name))
 
     def resume(self, model: VWorldModel, optimizers: dict[str, torch.optim.Optimizer], scaler: torch.amp.GradScaler,
-               state: RunState) -> dict[str, Any]:
-        """Load `latest.pt` into the run (refusing another store, model or data section); returns the RNG
-        state this rank restores."""
+               state: RunState, hyperparameters: dict[str, dict[str, float]]) -> dict[str, Any]:
+        """Load `latest.pt` into the run (refusing another store's content, or a change of a setting that
+        defines the windows or the model, naming each); settings that may change take effect (the
+        optimizers take this config's `hyperparameters`) and are recorded. Returns the RNG state this
+        rank restores."""
         path = self.run.latest
         if not path.exists():
             raise TrainError(f"nothing to resume: {path} does not exist")
         ckpt = load_checkpoint(path)
         if ckpt.store is None or not ckpt.store.matches(self.store):
             where = ckpt.store.path if ckpt.store else "no store recorded"
-            raise TrainError(f"{path} was trained on a different store ({where}); not resuming")
-        old, new = ckpt.train_config().model_dump(mode="json"), self.cfg.model_dump(mode="json")
-        for section in ("model", "data"):
-            if _architecture(old[section]) != _architecture(new[section]):
-                raise TrainError(f"the {section} section differs from the run being resumed ({path}); "
-                                 "only train/optim/log settings and the decoder schedule may change on --resume")
+            raise TrainError(f"{path} was trained on a different store ({where}): the store given holds other "
+                             "episodes; not resuming")
+        refused, allowed = config_changes(ckpt.train_config().model_dump(mode="json"), self.cfg.model_dump(mode="json"))
+        if refused:
+            sections = " and ".join(s for s in ("model", "data") if any(r.startswith(s + ".") for r in refused))
+            raise TrainError(f"the {sections} section differs from the run being resumed ({path}): "
+                             f"{'; '.join(refused)}; "
+                             "only how data is read (data.num_workers, data.cache, ...), the decoder schedule and the "
+                             "train/optim/log sections may change on --resume")
         for name, sd in ckpt.weights.items():
             getattr(model, name).load_state_dict(sd, strict=True)
         for name, sd in ckpt.optimizers.items():
             if name in optimizers:  # e.g. a decoder trained by `fcs train-decoder` under schedule `off`
                 load_optimizer_state(optimizers[name], sd)
+                for group in optimizers[name].param_groups:  # the moments go on; the rates are this config's
+                    group.update(hyperparameters.get(name, {}))
         scaler.load_state_dict(ckpt.scaler)
         for field in ("epoch", "global_step", "step_in_epoch", "best_val_loss", "val_metrics", "decoder_trained"):
             setattr(state, field, getattr(ckpt.state, field))
@@ -134,7 +160,10 @@ class RunCheckpoints:
             if step != state.global_step:
                 raise TrainError(f"{own} is from step {step}, {path} from step {state.global_step}")
         self.log.load_history(state.global_step)
-        self.log.info(f"resumed from {path}: epoch {state.epoch}, step {state.global_step}")
+        self.log.info(f"resumed from {path}: epoch {state.epoch}, step {state.global_step}"
+                      + (f"; changed: {'; '.join(allowed)}" if allowed else ""))
+        if allowed:
+            self.log.record("resume", {"step": state.global_step, "changed": allowed})
         return rng
 
     def init_weights(self, model: VWorldModel, path: Path, state: RunState) -> RunCheckpoint:

@@ -16,6 +16,7 @@ from typing import Any
 
 from fcs_train.config import TrainConfig
 from fcs_train.errors import TrackerError
+from fcs_train.run_dir import RunDir
 
 
 def _installed(module: str) -> bool:

@@ -43,6 +43,7 @@ from fcs_train.rng import rng_state, set_rng_state
 from fcs_train.run_dir import RunDir
 from fcs_train.run_state import RunCheckpoints
 from fcs_train.runlog import RunLog
+from fcs_train.runs import point_latest, resolve_run_dir, write_status
 from fcs_train.signals import Preempted, stop_signals
 from fcs_train.stall import StallWatchdog
 from fcs_train.step_inputs import DecoderWork, check_finite_inputs, model_inputs, window_pairs
@@ -63,12 +64,19 @@ class RunSummary:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True):
+    def __init__(self, cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, show_progress: bool = True):
+        """`resume` continues the run in `train.run_dir`; a directory that holds a run is refused without it
+        or `overwrite`; no `train.run_dir` gives a new `runs/<run_name>/<time>`."""
         self.cfg = cfg
         if cfg.data.store is None:
             raise TrainError("data.store is not set: give an fcs store (fcs convert ... --to zarr)")
         self.info = fdist.setup(cfg.train.device)
         self.device = self.info.device
+        auto = cfg.train.run_dir is None
+        if self.info.is_main:
+            cfg.train.run_dir = resolve_run_dir(cfg.train.run_dir, cfg.train.run_name, resume=resume,
+                                                overwrite=overwrite)
+        cfg.train.run_dir = Path(fdist.broadcast_from_main(self.info, str(cfg.train.run_dir)))
         self.log = RunLog(cfg, enabled=self.info.is_main, show_progress=show_progress, resume=resume)
 
         d = cfg.data
@@ -111,7 +119,8 @@ class Trainer:
         self.decoder_work = DecoderWork(self.schedule, cfg.model.decoder, generator)
 
         if resume:
-            set_rng_state(self.checkpoints.resume(self.model, self.optimizers, self.scaler, self.state), generator)
+            set_rng_state(self.checkpoints.resume(self.model, self.optimizers, self.scaler, self.state,
+                                                  self._configured_hyperparameters()), generator)
         else:
             torch.manual_seed(cfg.train.seed + 1000 * self.info.rank)  # dropout differs across ranks
             if init is not None and cfg.train.init_optimizers:
@@ -143,6 +152,8 @@ class Trainer:
         if self.info.is_main:
             self.run.root.mkdir(parents=True, exist_ok=True)
             self.run.config.write_text(cfg.to_yaml())
+            if auto:
+                point_latest(self.run.root)
             self.log.info(self._banner())
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -355,7 +366,8 @@ class Trainer:
         fdist.barrier(self.info)
 
     def fit(self) -> RunSummary:
-        cfg, state = self.cfg, self.state
+        state = self.state
+        self._status("running")
         try:
             with stop_signals(), self.stall.watching():
                 stopped_by = self._epochs()
@@ -363,6 +375,7 @@ class Trainer:
             self.log.end_epoch()
             self._save_resumable()
             why = "interrupted" if not isinstance(e, Preempted) else f"stopped by {signal.Signals(e.signum).name}"
+            self._status("interrupted", why)
             self.log.info(f"[yellow]{why}[/] at step {state.global_step}: wrote "
                           f"{self.run.latest}; continue with --resume")
             raise
@@ -372,18 +385,30 @@ class Trainer:
             self.stall.stop_culprit()
             kept = (f"wrote {self.run.latest} at step {state.global_step}: fix the cause and "
                     "continue with fcs train --resume (same config)")
+            self._status("failed", str(e))
             if isinstance(e, LoaderFailure):
                 raise type(e)(f"{e}; {kept}") from e
             self.log.info(f"[yellow]stopped[/]: {kept}")
             raise
+        except BaseException as e:
+            self._status("failed", f"{type(e).__name__}: {e}")
+            raise
         finally:
             self.log.close()
+        self._status("finished", stopped_by)
         self.log.final_table()
         if self.info.is_main:
             best = f", best validation loss {state.best_val_loss:.4f}" if math.isfinite(state.best_val_loss) else ""
             self.log.info(f"done ({stopped_by}): {state.global_step} steps{best}; checkpoints in {self.run.checkpoints}")
         return RunSummary(self.run.root, state.epoch, state.global_step, stopped_by, state.best_val_loss,
                           self.log.train_history, self.log.val_history)
+
+    def _status(self, state: str, message: str = "") -> None:
+        if self.info.is_main:
+            with contextlib.suppress(OSError):  # a full disk is reported by what failed, not by this
+                write_status(self.cfg.train.run_dir, state, self.state.global_step, message, data={
+                    "train_episodes": len(self.train_ds.episodes), "val_episodes": len(self.val_ds.episodes),
+                    "train_windows": len(self.train_ds), "val_windows": len(self.val_ds)})
 
     def _save_resumable(self) -> None:
         """`latest.pt` as of the last completed step: the step in flight is redone on resume."""

@@ -6,7 +6,7 @@ point is `main` (`fcs = "fcs.cli:main"`, and `python -m fcs`).
 """
 
 # each registers its commands on `app`, in the order `fcs --help` lists them
-from fcs.cli import data, training, planning, env  # noqa: F401, I001
+from fcs.cli import data, training, runs, planning, env  # noqa: F401, I001
 from fcs.cli.core import app, main, parse_episode_spec
 
 __all__ = ["app", "main", "parse_episode_spec"]

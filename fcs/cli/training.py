@@ -63,8 +63,9 @@ def train(
     set_: Annotated[list[str] | None, typer.Option("--set", help="override, e.g. --set train.batch_size=8 "
                                                                  "(repeatable)")] = None,
     print_config: Annotated[bool, typer.Option("--print-config", help="print the resolved config and exit")] = False,
-    resume: Annotated[bool, typer.Option(help="continue the run in train.run_dir from checkpoints/latest.pt")]
-    = False,
+    resume: Annotated[bool, typer.Option(help="continue the run in train.run_dir (default: runs/RUN_NAME/latest) "
+                                              "from checkpoints/latest.pt")] = False,
+    overwrite: Annotated[bool, typer.Option(help="replace the run that train.run_dir holds")] = False,
     resume_from_reference: Annotated[Path | None, typer.Option(
         "--resume-from-reference", exists=True, dir_okay=False,
         help="continue a reference DINO-WM run: its weights, optimizer moments and epoch count (a checkpoint from "
@@ -97,6 +98,10 @@ def train(
     if resume_from_reference is not None:
         if resume:
             raise typer.BadParameter("use --resume or --resume-from-reference, not both", param_hint="--resume")
+        from fcs_train.runs import resolve_run_dir
+
+        cfg.train.run_dir = resolve_run_dir(cfg.train.run_dir, cfg.train.run_name, resume=False, overwrite=overwrite)
+        overwrite = False
         cfg.train.init_from = _fcs_checkpoint(resume_from_reference, cfg)
         cfg.train.init_optimizers = True
     if print_config:
@@ -112,7 +117,7 @@ def train(
     from fcs_train.signals import Preempted
     from fcs_train.trainer import Trainer
 
-    trainer = Trainer(cfg, resume=resume, show_progress=progress)
+    trainer = Trainer(cfg, resume=resume, overwrite=overwrite, show_progress=progress)
     try:
         trainer.fit()
     except Preempted as e:  # SIGTERM / SIGUSR1: a checkpoint was written; exit as the signal would
