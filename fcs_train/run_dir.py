@@ -10,6 +10,8 @@
     RUN/tensorboard/                    TensorBoard events (log.tensorboard)
     RUN/plan_eval/                      `fcs plan-eval`'s PNGs, by default
     RUN/wandb.json                      the W&B run id, kept across resumes
+    RUN/status.json                     running / finished / interrupted / failed, for `fcs runs`
+    RUN/stall-TIME.txt                  stacks and worker states when the run stalled
 
 Every module that writes or reads these (the trainer, its checkpoints, the run log, `fcs train-decoder`,
 the CLI) takes the path from here. A run directory is always reached through `RunDir.of_config`
@@ -103,6 +105,19 @@ class RunDir:
     @property
     def plan_eval(self) -> Path:
         return self.root / "plan_eval"
+
+    @property
+    def status(self) -> Path:
+        """What the run is doing (`fcs runs`): `{"state", "pid", "step", "message", "time", "data"}`."""
+        return self.root / "status.json"
+
+    def stall_report(self, stamp: str) -> Path:
+        """Every thread's stack and the loader workers' states when the run stalled."""
+        return self.root / f"stall-{stamp}.txt"
+
+    def holds_run(self) -> bool:
+        """Whether a run wrote here (a config, metrics, a latest checkpoint or a status)."""
+        return self.root.is_dir() and any(p.exists() for p in (self.config, self.metrics, self.latest, self.status))
 
     @property
     def wandb(self) -> Path:

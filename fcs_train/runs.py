@@ -23,11 +23,10 @@ from typing import Any
 import yaml
 
 from fcs_train.errors import TrainError
+from fcs_train.run_dir import RunDir
 
 RUNS_ROOT = Path("runs")
 LATEST = "latest"
-STATUS_FILE = "status.json"  # {"state": running|finished|interrupted|failed, "pid", "step", "message", "time"}
-RUN_FILES = ("config.yaml", "metrics.jsonl", "epochs.log", "checkpoints/latest.pt", STATUS_FILE)
 FIGURES = ("val_loss", "val_z_visual_loss", "val_z_visual_skill", "val_z_proprio_skill", "val_pred_ssim",
            "val_pred_psnr", "val_z_visual_err_rollout")
 
@@ -54,10 +53,6 @@ def point_latest(run_dir: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def holds_run(path: Path) -> bool:
-    return path.is_dir() and any((path / f).exists() for f in RUN_FILES)
-
-
 def resolve_run_dir(run_dir: Path | None, name: str, *, resume: bool, overwrite: bool,
                     root: Path = RUNS_ROOT) -> Path:
     """The directory a training run writes to, checked.
@@ -75,10 +70,10 @@ def resolve_run_dir(run_dir: Path | None, name: str, *, resume: bool, overwrite:
             raise TrainError(f"nothing to resume: {latest} does not exist; give the run with train.run_dir=RUN")
         return latest.resolve()
     if resume:
-        if not holds_run(run_dir):
+        if not RunDir(run_dir).holds_run():
             raise TrainError(f"nothing to resume: {run_dir} holds no run")
         return run_dir
-    if holds_run(run_dir):
+    if RunDir(run_dir).holds_run():
         if not overwrite:
             state = read_status(run_dir)
             what = f" ({state.get('state', 'unknown')} at step {state.get('step', '?')})" if state else ""
@@ -94,14 +89,15 @@ def write_status(run_dir: Path, state: str, step: int, message: str = "", data: 
     which the config does not show); written atomically, by rank 0 only."""
     data = {"state": state, "pid": os.getpid(), "step": step, "message": message,
             "time": datetime.datetime.now().isoformat(timespec="seconds"), "data": data or {}}
-    tmp = run_dir / f".{STATUS_FILE}.tmp"
+    path = RunDir(run_dir).status
+    tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data) + "\n")
-    os.replace(tmp, run_dir / STATUS_FILE)
+    os.replace(tmp, path)
 
 
 def read_status(run_dir: Path) -> dict[str, Any]:
     try:
-        data = json.loads((run_dir / STATUS_FILE).read_text())
+        data = json.loads(RunDir(run_dir).status.read_text())
     except (OSError, ValueError):
         return {}
     if not isinstance(data, dict):
@@ -158,13 +154,14 @@ class RunInfo:
 
 def read_run(path: Path) -> RunInfo:
     """A run directory's config, status and per-epoch figures (epochs.log)."""
+    run = RunDir(path)
     try:
-        config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+        config = yaml.safe_load(run.config.read_text()) or {}
     except (OSError, yaml.YAMLError):
         config = {}
     epochs = []
     try:
-        for line in (path / "epochs.log").read_text().splitlines():
+        for line in run.epochs_log.read_text().splitlines():
             try:
                 row = json.loads(line)
             except ValueError:
@@ -181,7 +178,7 @@ def find_runs(root: Path = RUNS_ROOT, depth: int = 3) -> list[RunInfo]:
     found: list[Path] = []
 
     def walk(d: Path, left: int) -> None:
-        if (d / "config.yaml").is_file():
+        if RunDir(d).config.is_file():
             found.append(d)
             return
         if left == 0:

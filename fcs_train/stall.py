@@ -26,6 +26,7 @@ from pathlib import Path
 
 from fcs_data.watchdog import LoaderWatchdog
 from fcs_train.errors import StallError
+from fcs_train.run_dir import RunDir
 
 _INTERRUPT = signal.SIGUSR2
 
@@ -71,10 +72,10 @@ def culprit(reports: list[WorkerReport]) -> WorkerReport | None:
 class StallWatchdog:
     """Watch `beat()`s from the main thread; on `timeout_s` without one, diagnose and end the wait."""
 
-    def __init__(self, timeout_s: float, report_dir: Path, loaders: Callable[[], dict[str, LoaderWatchdog | None]],
+    def __init__(self, timeout_s: float, run: RunDir, loaders: Callable[[], dict[str, LoaderWatchdog | None]],
                  setting: str = "train.stall_timeout"):
         self.timeout_s = timeout_s
-        self.report_dir = report_dir
+        self.run = run
         self.loaders = loaders
         self.setting = setting
         self.reason: str | None = None
@@ -147,9 +148,9 @@ class StallWatchdog:
 
     def _write_report(self, idle: float, reports: list[WorkerReport]) -> Path | None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = self.report_dir / f"stall-{stamp}.txt"
+        path = self.run.stall_report(stamp)
         try:
-            self.report_dir.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("w") as f:
                 f.write(f"no progress for {idle:.0f} s ({self.setting} = {self.timeout_s:g} s)\n\n")
                 f.write("DataLoader workers:\n")

@@ -111,6 +111,7 @@ class Trainer:
         self.model: VWorldModel = model.to(self.device)
         groups = self.model.optimizer_groups(cfg.optim, decoder=self.schedule != "off")
         self.optimizers = {name: group.build(self.model) for name, group in groups.items()}
+        hyper = {name: group.hyper for name, group in groups.items()}
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         lpips = LPIPS(cfg.log.lpips_vgg_weights).to(self.device) if cfg.log.lpips_vgg_weights else None
@@ -119,13 +120,13 @@ class Trainer:
         self.decoder_work = DecoderWork(self.schedule, cfg.model.decoder, generator)
 
         if resume:
-            set_rng_state(self.checkpoints.resume(self.model, self.optimizers, self.scaler, self.state,
-                                                  self._configured_hyperparameters()), generator)
+            set_rng_state(self.checkpoints.resume(self.model, self.optimizers, self.scaler, self.state, hyper),
+                          generator)
         else:
             torch.manual_seed(cfg.train.seed + 1000 * self.info.rank)  # dropout differs across ranks
             if init is not None and cfg.train.init_optimizers:
                 self.checkpoints.continue_optimizers(init, cfg.train.init_from, self.optimizers,
-                                                     {name: g.hyper for name, g in groups.items()}, self.state)
+                                                     hyper, self.state)
         self._boundary_rng = self._rng_snapshot()  # what an interrupted step's checkpoint restores
         self.net: torch.nn.Module = self.model
         if cfg.train.compile:
@@ -142,7 +143,7 @@ class Trainer:
         self.train_loader = make_loader(self.train_ds, sampler=self.sampler, drop_last=True, **loader_args)
         val_loader = make_loader(self.val_ds, sampler=SeededSampler(len(self.val_ds), shuffle=False, rank=rank,
                                                                     world_size=world), drop_last=False, **loader_args)
-        self.stall = StallWatchdog(cfg.train.stall_timeout, cfg.train.run_dir,
+        self.stall = StallWatchdog(cfg.train.stall_timeout, self.run,
                                    lambda: {"train": self.train_loader.watchdog, "validation": val_loader.watchdog})
         self.evaluator = Evaluator(cfg, self.model, self.net, self.val_ds, val_loader, self.info, self._autocast,
                                    lpips, self.stall)

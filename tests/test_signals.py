@@ -53,7 +53,7 @@ def test_a_stop_signal_mid_step_checkpoints_and_resumes_to_the_uninterrupted_wei
     with pytest.raises(Preempted) as info:
         trainer.fit()
     assert info.value.exit_code == 128 + signum
-    assert load_checkpoint(tmp_path / "b" / "checkpoints" / "latest.pt")["global_step"] == 3
+    assert load_checkpoint(tmp_path / "b" / "checkpoints" / "latest.pt").state.global_step == 3
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored after the run
     resumed = Trainer(_config(store, tmp_path / "b"), resume=True, show_progress=False)
     resumed.fit()
@@ -82,4 +82,4 @@ def test_fcs_train_exits_with_the_signal_code_after_writing_a_checkpoint(store: 
         proc.kill()
     assert proc.returncode == code, err
     assert f"stopped by {signal.Signals(signum).name}" in out + err
-    assert load_checkpoint(run / "checkpoints" / "latest.pt")["global_step"] >= 1
+    assert load_checkpoint(run / "checkpoints" / "latest.pt").state.global_step >= 1

@@ -71,7 +71,7 @@ def test_a_stopped_or_stuck_worker_is_named_its_stacks_written_and_a_checkpoint_
     report = next((tmp_path / "run").glob("stall-*.txt"))
     text = report.read_text()
     assert str(report) in message and "threads of the main process" in text and "train loader worker 0" in text
-    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["global_step"] >= 1
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt").state.global_step >= 1
     assert isinstance(info.value, LoaderFailure)
 
 
