@@ -46,7 +46,7 @@ def test_each_run_gets_its_own_timestamped_directory_and_a_latest_link(store: Pa
     monkeypatch.chdir(tmp_path)
     first = _train(_cfg(store, None)).run.root
     second = _train(_cfg(store, None)).run.root
-    assert first != second and first.parent == second.parent == Path("runs/tiny").resolve() or \
+    assert (first != second and first.parent == second.parent == Path("runs/tiny").resolve()) or \
         first.parent == second.parent == Path("runs/tiny")
     assert (Path("runs/tiny/latest")).resolve() == second.resolve()
     resumed = _train(_cfg(store, None, **{"train.max_steps": 4}), resume=True)
