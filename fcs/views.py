@@ -20,6 +20,7 @@ from rich.table import Table
 
 from fcs_data.format import FORMAT_VERSION
 from fcs_data.schemas import FINDING_KINDS, ValidationReport
+from fcs_data.sources.naming import episode_dir_name
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -151,7 +152,7 @@ def print_conversion(r) -> None:
     if r.skipped:
         console.print(f"[yellow]skipped {len(r.skipped)} episodes[/]:")
         for i, reasons in sorted(r.skipped.items()):
-            console.print(f"  {i:06d}: {'; '.join(reasons[:3])}")
+            console.print(f"  {episode_dir_name(i)}: {'; '.join(reasons[:3])}")
     if r.resumed_shards:
         console.print(f"  resumed: {r.resumed_shards} shards were already done")
     ratio = r.source_bytes / max(r.store_bytes, 1)
@@ -203,7 +204,7 @@ def print_store_info(store) -> None:
     if m.provenance.conversions:
         rows.append(("converted", "\n".join(m.provenance.conversions)))
     if m.provenance.skipped_episodes:
-        rows.append(("skipped", ", ".join(f"{i:06d}" for i in m.provenance.skipped_episodes)))
+        rows.append(("skipped", ", ".join(episode_dir_name(i) for i in m.provenance.skipped_episodes)))
     for k, v in rows:
         t.add_row(k, v)
     console.print(t)

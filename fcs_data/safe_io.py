@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from fcs_data.errors import UnreadableFileError, UnsafePickleError
+from fcs_data.errors import FcsError, UnreadableFileError, UnsafePickleError
 
 _PLAIN_GLOBALS: frozenset[tuple[str, str]] = frozenset(
     {
@@ -62,11 +62,9 @@ def load_pickle(path: str | Path) -> Any:
     try:
         with path.open("rb") as f:
             return _PlainDataUnpickler(f, path).load()
-    except UnsafePickleError:
+    except (FcsError, FileNotFoundError):
         raise
-    except FileNotFoundError:
-        raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
+    except Exception as e:  # unpickling a user's bytes can raise anything; it means "unreadable"
         raise UnreadableFileError(path, f"{type(e).__name__}: {e}") from e
 
 
@@ -86,7 +84,9 @@ def _load_weights_only(path: Path, *, mmap: bool = False) -> Any:
         reason = next((line.strip() for line in str(e).splitlines() if line.strip().startswith("Unsupported")),
                       str(e).strip().splitlines()[0] if str(e).strip() else "")
         raise UnreadableFileError(path, f"not a torch.save file ({reason})") from e
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError) as e:
+    except (FcsError, FileNotFoundError):
+        raise
+    except Exception as e:  # torch.load of a user's bytes can raise anything; it means "unreadable"
         raise UnreadableFileError(path, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
 
 

@@ -10,9 +10,9 @@
 4. Statistics (of the whole store and of the default train split) and metadata are written,
    optionally every value is compared with the source, and `OUT.partial` is renamed to `OUT`.
 
-A crash, Ctrl-C or an `OSError` (a full disk) leaves no `OUT` and keeps `OUT.partial`, which
-`resume` continues if it was made from the same source and options; an error in the data removes
-it. Every failure is an `FcsError` whose message says what, where, and what to do.
+A killed process, Ctrl-C or an `OSError` (a full disk) leaves no `OUT` and keeps `OUT.partial`, which
+`resume` continues if it was made from the same source and options; any other failure of a fresh run
+(an error in the data) removes it, so no half store is left behind. Every failure is an `FcsError` whose message says what, where, and what to do.
 """
 
 from __future__ import annotations
@@ -263,14 +263,9 @@ class _Job:
         h = hashlib.blake2b(digest_size=32)
         h.update(np.ascontiguousarray(steps.state).tobytes())
         h.update(np.ascontiguousarray(steps.action).tobytes())
-        ep_dir = self.source.root / f"{src:06d}"
-        for p in sorted(ep_dir.iterdir()):
-            if p.is_file():
-                h.update(p.name.encode())
-                with p.open("rb") as f:
-                    h.update(hashlib.file_digest(f, "blake2b").digest())
+        self.source.episode_digest(src, h)
         steps = steps_to_store(steps, self.plan.layout)
-        meta = EpisodeMeta(source_index=src, source_dir=ep_dir.name, source_length=length,
+        meta = EpisodeMeta(source_index=src, source_dir=self.source.episode_label(src), source_length=length,
                            params=self.source.read_params(src), content_hash=h.hexdigest())
         return {"episode": store_episode, "rows": {"state": steps.state, "action": steps.action, **steps.fields},
                 "meta": meta.model_dump(mode="json"), "rss_mb": _peak_rss_mb()}
@@ -472,8 +467,8 @@ def convert_to_zarr(
                     f"{out}: {e.strerror or e}{where}; the finished part is kept in {partial}: fix the cause "
                     "(free disk space) and run the same command with --resume"
                 ) from e
-            except FcsError:
-                if not resume:  # bad data in a fresh run: nothing worth resuming
+            except Exception:  # bad data (FcsError) or a bug in a fresh run: nothing worth resuming
+                if not resume:
                     shutil.rmtree(partial, ignore_errors=True)
                 raise
 
@@ -486,10 +481,11 @@ def _convert(src: Path, out: Path, partial: Path, layout: Layout, codec: str, po
     report = validate_source(src, layout, pool=pool, progress=progress.validate)
     timings["validate"] = time.perf_counter() - t0
     plan, skipped = _plan(src, layout, report, codec, shard_frames, skip_bad)
-    plan.codec, codec_note = choose_codec(open_source(src, layout), plan, codec)
-    files = {p.name: p.stat().st_mtime_ns ^ p.stat().st_size for p in src.iterdir() if p.is_file()}
+    source = open_source(src, layout)
+    plan.codec, codec_note = choose_codec(source, plan, codec)
+    files = source.root_files()
     for e in plan.episodes:
-        files.update(_episode_files(src, e))
+        files.update(source.episode_files(e))
     fingerprint = plan.fingerprint(files)
     plan_json = plan.to_json()
 
@@ -609,7 +605,7 @@ def _convert(src: Path, out: Path, partial: Path, layout: Layout, codec: str, po
     return ConversionResult(
         store=out, report=report, codec=plan.codec, codec_note=codec_note, num_episodes=len(plan.episodes),
         num_frames=plan.num_frames, skipped=skipped, conversions=conversions, resumed_shards=resumed_shards,
-        source_bytes=sum(_dir_bytes(src / f"{i:06d}") for i in plan.episodes), store_bytes=_dir_bytes(out),
+        source_bytes=sum(source.episode_bytes(i) for i in plan.episodes), store_bytes=_dir_bytes(out),
         seconds=time.perf_counter() - t_start, peak_rss_main_mb=_peak_rss_mb(), peak_rss_worker_mb=worker_rss,
         idle_rss_worker_mb=idle_rss,
         verified=verified, timings=timings,
@@ -627,10 +623,3 @@ def _default_split_stats(plan: Plan, state: np.ndarray, action: np.ndarray, layo
     rows = np.concatenate([np.arange(plan.episode_starts[e], plan.episode_ends[e]) for e in train])
     return SplitStats(split_ratio=DEFAULT_SPLIT_RATIO, seed=DEFAULT_SPLIT_SEED, train_episodes=train.tolist(),
                       **training_stats(state[rows], action[rows], layout.proprio_slice))
-
-
-def _episode_files(src: Path, episode: int) -> dict[str, int]:
-    d = src / f"{episode:06d}"
-    if not d.is_dir():
-        return {}
-    return {f"{d.name}/{p.name}": p.stat().st_mtime_ns ^ p.stat().st_size for p in d.iterdir() if p.is_file()}

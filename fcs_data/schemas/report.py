@@ -34,6 +34,9 @@ FINDING_KINDS: dict[str, tuple[Severity, str]] = {
     "step-files": ("error", "per-step files are missing, duplicated or misnamed"),
     "frame-index": ("error", "keyframe indices do not increase"),
     "action-anchor": ("error", "segment actions do not start (end) at the EE position observed: misaligned data"),
+    "bad-dataset": ("error", "a dataset is missing, a group or link, empty, or of the wrong dtype or shape"),
+    "layout-undetected": ("error", "no built-in layout matches the dataset (each one's first mismatch in data)"),
+    "layout-ambiguous": ("error", "more than one built-in layout matches the dataset"),
     # store errors
     "store-format": ("error", "not an fcs store, or an unsupported format version"),
     "store-shape": ("error", "store arrays disagree with episode_ends"),
@@ -78,7 +81,7 @@ class Finding(BaseModel):
     steps: list[int] = Field(default_factory=list, description=f"first {MAX_STEPS_LISTED} time steps")
     num_steps: int = Field(default=0, description="how many time steps are affected in total")
     hint: str | None = None
-    data: dict[str, float | int | str | list[int] | list[float]] | None = None
+    data: dict[str, float | int | str | list[int] | list[float] | list[str] | dict[str, str]] | None = None
 
     @classmethod
     def make(
