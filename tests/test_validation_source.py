@@ -1,4 +1,5 @@
-"""Each finding kind of `validate_source`, provoked by breaking a clean synthetic dataset."""
+"""Each finding kind of `validate_source`, provoked by breaking a clean dataset (synthetic v1, the min logger's
+own files for per-step checks)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import pickle
 import shutil
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
 from helpers import edit_tensor, load_pkl, save_pkl
 
-from fcs_data.schemas import Finding, ValidationReport, get_layout
+from fcs_data.schemas import Finding, Layout, ValidationReport, get_layout
 from fcs_data.validation import validate_source
 
 V1 = get_layout("franka_cube_stack_v1")
@@ -481,11 +483,20 @@ def test_an_unremoved_environment_offset_is_named(primitive: Path) -> None:
     assert f.episode == 0 and "(+2.5, +5.0, 0)" in f.hint
 
 
-def test_frames_whose_channel_order_looks_swapped_are_a_warning_with_evidence(pristine_min: Path) -> None:
-    report = run(pristine_min, get_layout("franka_cube_stack_min+rgb"))  # the frames are BGR
+def test_frames_whose_channel_order_looks_swapped_against_an_independent_copy_are_a_warning(
+        pristine_min: Path, tmp_path: Path) -> None:
+    root = Path(shutil.copytree(pristine_min, tmp_path / "d"))
+    for p in root.glob("*/*.h5"):  # the copy now comes from another path: the camera's own RGB
+        with h5py.File(p, "r+") as f:
+            f["observations/color/cam_0"][...] = f["observations/color/cam_0"][()][..., ::-1]
+    data = get_layout("franka_cube_stack_min+rgb").model_dump(mode="json")
+    data["observation"]["color_independent"] = True
+    report = run(root, Layout.model_validate(data))  # declared RGB; the frames are BGR
     found = report.of("channel-order")
     assert len(found) == 3 and found[0].severity == "warning"
     assert "matches it with the channels reversed" in found[0].message and "the frames are BGR" in found[0].message
+    assert problems(run(pristine_min, get_layout("franka_cube_stack_min+rgb"))) == [], \
+        "a copy that shares the frames' conversion is no evidence: no warning either way"
 
 
 def test_quaternions_in_the_other_order_are_a_warning(tmp_path: Path) -> None:

@@ -103,6 +103,10 @@ class LoggerSource(ABC):
     def frames_label(self, episode: int) -> str:
         """The episode's frames, as a user reads it: `000003/obses.pth`."""
 
+    def frames_path(self, episode: int) -> Path:
+        """The file the episode's frames are in."""
+        return self.root
+
     def root_files(self) -> dict[str, int]:
         """Files at the dataset root -> `mtime_ns ^ size` (what a resume fingerprint depends on)."""
         return {display_name(p.name): p.stat().st_mtime_ns ^ p.stat().st_size

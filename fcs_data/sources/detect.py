@@ -109,9 +109,6 @@ def _structure(layout: Layout, pr: Probe) -> str | None:
             return "the HDF5 file holds no demo groups (data/demo_N)"
     elif pr.kind != "dirs" or not pr.episodes:
         return "no episode directories (000000/, ...)"
-    problem = _frames_problem(layout, pr)
-    if problem:
-        return problem
     if src.kind == "global_pth":
         for name, dim in ((src.states_file, layout.state_dim), (src.actions_file, layout.action_dim)):
             found = pr.datasets.get(name)
@@ -121,7 +118,10 @@ def _structure(layout: Layout, pr: Probe) -> str | None:
                 return f"{name} {found}"
             if len(found[0]) != 3 or found[0][-1] != dim:
                 return f"{name} has shape {found[0]}, the layout says (N, T_max, {dim})"
-        return None
+        return _frames_problem(layout, pr)
+    problem = _frames_problem(layout, pr)
+    if problem:
+        return problem
     if src.kind == "per_step_h5":
         if not pr.step_digits:
             return "needs per-step .h5 files in each episode (none found)"

@@ -133,6 +133,9 @@ class RobomimicSource(LoggerSource):
     def frames_label(self, episode: int) -> str:
         return f"{self.episode_label(episode)}/{self.layout.observation.dataset}"
 
+    def frames_path(self, episode: int) -> Path:
+        return self.file
+
     def root_files(self) -> dict[str, int]:
         st = self.file.stat()
         return {self.file.name: st.st_mtime_ns ^ st.st_size}

@@ -73,7 +73,7 @@ def check_episode(root: str, layout_json: str, index: int, length: int | None, l
     try:
         frames = src.open_frames(i)
     except (FcsError, OSError) as e:
-        res.findings.append(src.finding(e, i))
+        res.findings.append(src.finding(e, i, src.frames_path(i)))
         return res
     shape_problems = _obs_shape_findings(layout, i, rel, frames)
     res.findings += shape_problems
