@@ -223,7 +223,8 @@ def layouts_show(
 
 @command(name="detect", group=layouts_app)
 def layouts_detect(
-    dataset: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="a logger dataset directory")],
+    dataset: Annotated[Path, typer.Argument(exists=True, help="a logger dataset directory, or an Isaac Lab / "
+                                                              "robomimic HDF5 file")],
 ) -> None:
     """Which built-in layout (and variants) a dataset is in, and the evidence.
 
@@ -277,7 +278,9 @@ def validate(
         typer.Option("--layout", "-l", help="layout of a logger dataset (NAME, NAME+variant or a YAML/JSON file); "
                                             "detected when not given; stores carry theirs"),
     ] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="write the full report as JSON here")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the full report as JSON here ('-': stdout, "
+                                                             "the table goes to stderr); written even when no "
+                                                             "layout matches (docs/REPORT.md)")] = None,
     strict: Annotated[bool, typer.Option(help="warnings fail too (exit 1)")] = False,
     episodes: Annotated[str | None, typer.Option(help="only these episodes, e.g. 0-9,15")] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="processes checking episodes in parallel")] = None,
@@ -290,20 +293,28 @@ def validate(
     decoded, and each damaged or missing one is reported with its episode and frames.
     Exit 0 when clean (warnings allowed unless --strict), 1 on errors, 2 on a bad command line.
     """
+    from fcs_data.sources.detect import DetectionError
+    from fcs_data.validation import detection_report
     from fcs_data.validation import validate as run_validate
 
     lay = _layout(layout) if layout is not None else None
     selected = parse_episode_spec(episodes) if episodes else None
+    to_stdout = json_out is not None and str(json_out) == "-"
+    out = err_console if to_stdout else console
     with progress_bar("validate") as update:
         try:
             report = run_validate(path, lay, episodes=selected, workers=workers, quick=quick, progress=update)
         except LookupError as e:
             raise typer.BadParameter(str(e).strip("'\""), param_hint="--episodes") from e
-    print_detection(report.layout, report.detected)
-    print_report(report, strict)
-    if json_out is not None:
+        except DetectionError as e:
+            report = detection_report(path, e)
+    print_detection(report.layout, report.detected, out)
+    print_report(report, strict, out)
+    if to_stdout:
+        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
+    elif json_out is not None:
         json_out.write_text(report.model_dump_json(indent=2))
-        console.print(f"full report: {json_out}")
+        out.print(f"full report: {json_out}")
     raise typer.Exit(report.exit_code(strict))
 
 
@@ -313,7 +324,7 @@ class Target(StrEnum):
 
 @command
 def convert(
-    src: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="logger dataset directory")],
+    src: Annotated[Path, typer.Argument(exists=True, help="logger dataset directory (or an Isaac Lab HDF5 file)")],
     to: Annotated[Target, typer.Option("--to", help="output format")] = Target.zarr,
     out: Annotated[Path | None, typer.Option("-o", "--out", help="store to create (default: SRC.zarr)")] = None,
     layout: LayoutOpt = None,

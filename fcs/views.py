@@ -78,17 +78,19 @@ def progress_bar(description: str, unit: str = "episodes") -> Iterator[Callable[
         yield phases.callback(description, unit)
 
 
-def print_detection(layout: str, lines: list[str]) -> None:
+def print_detection(layout: str | None, lines: list[str], out: Console | None = None) -> None:
     """The layout that detection picked and why (nothing when the layout was given)."""
+    out = out or console
     if not lines:
         return
-    console.print(f"layout {layout} (detected; --layout to choose another)")
+    out.print(f"layout {layout} (detected; --layout to choose another)")
     for line in lines:
-        console.print(f"  {escape(line)}")
+        out.print(f"  {escape(line)}")
 
 
 def report_table(report: ValidationReport, max_examples: int = 3) -> Table:
-    table = Table(title=f"{report.kind} {report.path} (layout {report.layout})", title_justify="left")
+    title = f"{report.kind} {report.path} (" + (f"layout {report.layout})" if report.layout else "no layout matched)")
+    table = Table(title=title, title_justify="left")
     table.add_column("severity")
     table.add_column("code", overflow="fold")
     table.add_column("count", justify="right")
@@ -113,9 +115,10 @@ def report_table(report: ValidationReport, max_examples: int = 3) -> Table:
     return table
 
 
-def print_report(report: ValidationReport, strict: bool) -> None:
+def print_report(report: ValidationReport, strict: bool, out: Console | None = None) -> None:
+    out = out or console
     if any(f.severity != "info" for f in report.findings):
-        console.print(report_table(report))
+        out.print(report_table(report))
     capacity = report.of("window-capacity")
     if capacity:
         table = Table(title="windows the episodes can serve (num_pred 1)", title_justify="left")
@@ -125,14 +128,14 @@ def print_report(report: ValidationReport, strict: bool) -> None:
             d = f.data or {}
             table.add_row(str(d.get("frameskip")), str(d.get("num_hist_all")), f"{d.get('windows_all', 0):,}",
                           str(d.get("num_hist_p90")), f"{d.get('windows_p90', 0):,}")
-        console.print(table)
+        out.print(table)
     for f in report.findings:
         if f.severity == "info" and f.code != "window-capacity":
-            console.print(f"[cyan]info[/cyan] {FINDING_KINDS[f.code][1]}: {escape(f.message)}")
+            out.print(f"[cyan]info[/cyan] {FINDING_KINDS[f.code][1]}: {escape(f.message)}")
     c = report.counts
     code = report.exit_code(strict)
     verdict = "[bold green]OK[/]" if code == 0 else "[bold red]FAILED[/]"
-    console.print(
+    out.print(
         f"{verdict}  {report.num_episodes} episodes, {report.num_frames:,} valid frames checked in "
         f"{report.elapsed_s:.2f} s: {c['error']} errors, {c['warning']} warnings"
         + (" (--strict: warnings fail)" if strict and c["warning"] and not c["error"] else "")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
 Severity = Literal["error", "warning", "info"]
 
@@ -135,7 +135,7 @@ class ValidationReport(BaseModel):
 
     path: str
     kind: Literal["source", "store"]
-    layout: str
+    layout: str | None = Field(description="the layout the data was checked against; None when none was found")
     num_episodes: int = 0
     num_frames: int = 0
     episodes_checked: list[int] = Field(default_factory=list)
@@ -145,6 +145,14 @@ class ValidationReport(BaseModel):
     elapsed_s: float = 0.0
     detected: list[str] = Field(default_factory=list, description="how the layout was detected (when not given)")
     findings: list[Finding] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_computed(cls, data: object) -> object:
+        """A report read back from its JSON carries `counts`, which is computed, not stored."""
+        if isinstance(data, dict) and "counts" in data:
+            data = {k: v for k, v in data.items() if k != "counts"}
+        return data
 
     @computed_field  # type: ignore[prop-decorator]
     @property
