@@ -244,6 +244,38 @@ def layouts_detect(
         console.print(f"  [yellow]assumed:[/] {escape(line)}")
 
 
+@command(name="preview", group=layouts_app)
+def layouts_preview(
+    dataset: Annotated[Path, typer.Argument(exists=True, help="a logger dataset directory or HDF5 file")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write")],
+    layout: LayoutOpt = None,
+    episode: Annotated[int, typer.Option(min=0, help="the episode to show")] = 0,
+    max_frames: Annotated[int, typer.Option(min=1, help="frames on the sheet (the episode's first ones)")] = 16,
+) -> None:
+    """A contact sheet of an episode's first frames as fcs will train on them.
+
+    The frames go through the layout's conversions (BGR -> RGB, float 0..255 -> uint8) exactly as
+    `fcs convert` applies them. If the colours look wrong (a red cube shown blue), the data's channel order
+    is not the one the layout declares: pass the other variant (--layout NAME+rgb, or +bgr) or set
+    observation.channel_order in a layout file.
+    """
+    from fcs_data.preview import source_contact_sheet
+    from fcs_data.sources.conventions import conversion_notes
+    from fcs_data.sources.detect import detect_layout
+
+    if layout is not None:
+        lay = _layout(layout)
+    else:
+        det = detect_layout(dataset)
+        lay = det.layout
+        print_detection(lay.name, det.lines)
+    sheet, n = source_contact_sheet(dataset, lay, episode, max_frames=max_frames)
+    sheet.save(out)
+    notes = [n_ for n_ in conversion_notes(lay) if n_.startswith("frames")]
+    console.print(f"wrote {out}: episode {episode}, first {n} frames as layout {lay.name} converts them"
+                  + (f" ({'; '.join(notes)})" if notes else " (unchanged)"))
+
+
 @command
 def synth(
     out: Annotated[Path, typer.Argument(help="directory to create")],
