@@ -50,7 +50,9 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """Print one error line and exit."""
     from rich.markup import escape
 
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    from fcs_data.schemas.report import printable
+
+    err_console.print(f"[bold red]error:[/] {escape(printable(message) or '')}", highlight=False)
     raise typer.Exit(code)
 
 

@@ -16,6 +16,7 @@ from fcs_data.converters.to_zarr import (
 )
 from fcs_data.schemas import ValidationReport
 from fcs_data.sources.detect import DetectionError
+from fcs_data.sources.h5 import DatasetError
 
 EXAMPLES = [
     errors.UnsafePickleError("/d/000001/property_params.pkl", "global posix.system"),
@@ -30,7 +31,9 @@ EXAMPLES = [
     ResumeMismatch("/s.zarr.partial was started from a different source"),
     VerificationFailed("/s.zarr: 3 values differ"),
     WorkerDied("a worker process died"),
-    DetectionError("/d: no built-in layout matches (franka_cube_stack_v1: needs states.pth at the root)"),
+    DetectionError("/d: no built-in layout matches (franka_cube_stack_v1: needs states.pth at the root)", "/d",
+                   {"franka_cube_stack_v1": "needs states.pth at the root"}),
+    DatasetError("/d/000001/007.h5", "eef_states", "has shape (1, 1, 1, 14)", "(1, 1, 14)"),
     ConversionRefused("/d: validation found 2 errors", ValidationReport(path="/d", kind="source", layout="v1")),
 ]
 

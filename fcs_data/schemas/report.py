@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
 
 Severity = Literal["error", "warning", "info"]
 
@@ -67,6 +67,13 @@ FINDING_KINDS: dict[str, tuple[Severity, str]] = {
 MAX_STEPS_LISTED = 20
 
 
+def printable(text: str | None) -> str | None:
+    """`text` with undecodable bytes of a file name (surrogates) shown as U+FFFD, so it prints and serialises."""
+    if text is None or not any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+        return text
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
 class Finding(BaseModel):
     """One thing the validator noticed, located as precisely as it can be."""
 
@@ -82,6 +89,11 @@ class Finding(BaseModel):
     num_steps: int = Field(default=0, description="how many time steps are affected in total")
     hint: str | None = None
     data: dict[str, float | int | str | list[int] | list[float] | list[str] | dict[str, str]] | None = None
+
+    @field_validator("message", "file", "field", "hint")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        return printable(value)
 
     @classmethod
     def make(
@@ -136,6 +148,11 @@ class ValidationReport(BaseModel):
     path: str
     kind: Literal["source", "store"]
     layout: str | None = Field(description="the layout the data was checked against; None when none was found")
+
+    @field_validator("path")
+    @classmethod
+    def _printable_path(cls, value: str) -> str:
+        return printable(value) or ""
     num_episodes: int = 0
     num_frames: int = 0
     episodes_checked: list[int] = Field(default_factory=list)

@@ -30,7 +30,7 @@ from fcs_data.schemas.layout import QUATERNION_KINDS, builtin_layouts
 from fcs_data.sources.conventions import fuse_cameras
 from fcs_data.sources.evidence import SEGMENT_TOL, channel_evidence, quaternion_evidence, same_picture
 from fcs_data.sources.h5 import dtype_ok, shape_ok, shape_text
-from fcs_data.sources.naming import episode_dir_name, step_file_name
+from fcs_data.sources.naming import display_name, episode_dir_name, step_file_name
 from fcs_data.sources.probe import Probe, probe
 
 
@@ -38,17 +38,10 @@ class DetectionError(SourceError):
     """No built-in layout matches the dataset (`mismatches`: each layout's first mismatch), or more than
     one does (`matches`)."""
 
-    def __init__(self, message: str, path: str | Path, mismatches: dict[str, str] | None = None,
+    def __init__(self, message: str, path: str | Path = "", mismatches: dict[str, str] | None = None,
                  matches: list[str] | None = None):
         super().__init__(message)
-        self.path, self.mismatches, self.matches = str(path), dict(mismatches or {}), list(matches or [])
-
-    def __reduce__(self):
-        return _rebuild, (str(self), self.path, self.mismatches, self.matches)
-
-
-def _rebuild(message: str, path: str, mismatches: dict[str, str], matches: list[str]) -> DetectionError:
-    return DetectionError(message, path, mismatches, matches)
+        self.path, self.mismatches, self.matches = display_name(path), dict(mismatches or {}), list(matches or [])
 
 
 @dataclass
@@ -309,14 +302,15 @@ def detect_layout(root: str | Path, layouts: dict[str, Layout] | None = None) ->
                                  hint not in f[2] if hint else 0, len(f[2])))
         matches.append((fits[0][0], fits[0][1]))
     if pr.kind == "missing":
-        raise DetectionError(f"{pr.root}: no such file or directory", pr.root, mismatches)
+        raise DetectionError(f"{display_name(pr.root)}: no such file or directory", pr.root, mismatches)
     if not matches:
         lines = "; ".join(f"{name}: {why}" for name, why in mismatches.items())
-        raise DetectionError(f"{pr.root}: no built-in layout matches ({lines}); write a layout file and pass "
+        raise DetectionError(f"{display_name(pr.root)}: no built-in layout matches ({lines}); write a layout file and pass "
                              "--layout (fcs layouts show NAME prints one to start from)", pr.root, mismatches)
     if len(matches) > 1:
         names = [m.name for m, _ in matches]
-        raise DetectionError(f"{pr.root}: ambiguous, it matches {', '.join(names)}; pass --layout with the right one",
+        raise DetectionError(f"{display_name(pr.root)}: ambiguous, it matches {', '.join(names)}; pass --layout with "
+                             "the right one",
                              pr.root, mismatches, names)
     layout, content = matches[0]
     evidence = [_summary(layout, pr)] + [words for v, words in content.values() if v == "pass"]
