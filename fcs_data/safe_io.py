@@ -11,6 +11,7 @@ import _compat_pickle
 import io
 import pickle
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,9 @@ def _load_weights_only(path: Path, *, mmap: bool = False) -> Any:
         raise FileNotFoundError(f"{path} does not exist")
     use_mmap = mmap and zipfile.is_zipfile(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=use_mmap)
+        with warnings.catch_warnings():  # a plain pickle given as a .pth: torch warns, fcs reports what it holds
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=use_mmap)
     except pickle.UnpicklingError as e:
         # torch's message is a paragraph; the line that matters names the global or the bad opcode
         refused = re.search(r"GLOBAL ([\w.]+)", str(e))

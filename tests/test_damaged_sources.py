@@ -255,7 +255,7 @@ def _apply(root: Path, plan: dict) -> None:
         p.write_bytes(data[: int(len(data) * plan["file"]["cut"])])
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
           derandomize=True)
 @given(plan=damage_plan())
 def test_random_damage_ends_in_a_named_finding_never_an_internal_error(plan: dict, pristine_small_primitive: Path,
@@ -268,3 +268,41 @@ def test_random_damage_ends_in_a_named_finding_never_an_internal_error(plan: dic
     if not outcome.converted:
         assert outcome.report.has_errors, "convert refused data that validation accepts"
         assert all(f.message for f in outcome.report.findings)
+
+
+@st.composite
+def v1_damage(draw):
+    which = draw(st.sampled_from(["states.pth", "actions.pth", "metadata.pkl", "seq_lengths.pkl",
+                                  "000001/obses.pth", "000000/property_params.pkl"]))
+    how = draw(st.sampled_from(["tensor", "cut", "object"]))
+    return {"which": which, "how": how, "shape": draw(shapes), "cut": draw(st.floats(0.0, 0.9)),
+            "dtype": draw(st.sampled_from(["float32", "float64", "int64", "uint8", "bool", "complex64"])),
+            "object": draw(st.sampled_from([None, "text", [1, 2, 3], {"episode_lengths": "x"},
+                                            {"episode_lengths": [-1, 5]}, {"episode_lengths": [10 ** 9, 3]}]))}
+
+
+@pytest.fixture(scope="module")
+def pristine_small_v1(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_v1(tmp_path_factory.mktemp("dmg") / "v1", [10, 12], seed=13)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture],
+          derandomize=True)
+@given(plan=v1_damage())
+def test_random_damage_to_a_v1_dataset_ends_in_a_named_finding(plan: dict, pristine_small_v1: Path,
+                                                               tmp_path_factory: pytest.TempPathFactory) -> None:
+    import pickle
+
+    work = tmp_path_factory.mktemp("h1")
+    root = Path(shutil.copytree(pristine_small_v1, work / "d"))
+    p = root / plan["which"]
+    if plan["how"] == "tensor":
+        torch.save(torch.from_numpy(_array(plan["shape"], plan["dtype"])), p)
+    elif plan["how"] == "cut":
+        p.write_bytes(p.read_bytes()[: int(p.stat().st_size * plan["cut"])])
+    else:
+        with p.open("wb") as f:
+            pickle.dump(plan["object"], f)
+    outcome = run_everything(root, "franka_cube_stack_v1", work)
+    if not outcome.converted:
+        assert outcome.report.has_errors, "convert refused data that validation accepts"
