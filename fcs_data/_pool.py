@@ -15,7 +15,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from fcs_data.errors import FcsError
+from fcs_data.errors import WorkerDied
 
 
 def default_workers() -> int:
@@ -26,10 +26,6 @@ def _init_worker() -> None:
     import torch
 
     torch.set_num_threads(1)
-
-
-class WorkerDied(FcsError):
-    """A worker process ended without a result (killed for memory, or a crash in a native library)."""
 
 
 class WorkerPool:

@@ -7,8 +7,6 @@ raises `UnsafePickleError` naming the file and the refused global, before it can
 
 from __future__ import annotations
 
-import _compat_pickle
-import io
 import pickle
 import re
 import warnings
@@ -19,6 +17,7 @@ from typing import Any
 import torch
 
 from fcs_data.errors import FcsError, UnreadableFileError, UnsafePickleError
+from fcs_data.pickle_scan import AllowlistUnpickler
 
 _PLAIN_GLOBALS: frozenset[tuple[str, str]] = frozenset(
     {
@@ -42,19 +41,11 @@ _PLAIN_GLOBALS: frozenset[tuple[str, str]] = frozenset(
 _NUMPY_DTYPE_MODULES = ("numpy.dtypes", "numpy")
 
 
-class _PlainDataUnpickler(pickle.Unpickler):
-    def __init__(self, file: io.BufferedIOBase, path: Path):
-        super().__init__(file)
-        self._path = path
-
-    def find_class(self, module: str, name: str) -> Any:
-        # protocol <= 2 pickles name Python 2 modules (__builtin__.set); judge the Python 3 names
-        if (module, name) in _compat_pickle.NAME_MAPPING:
-            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
-        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+class _PlainDataUnpickler(AllowlistUnpickler):
+    def resolve(self, module: str, name: str) -> Any:
         if (module, name) in _PLAIN_GLOBALS or (module in _NUMPY_DTYPE_MODULES and name.endswith("DType")):
-            return super().find_class(module, name)
-        raise UnsafePickleError(self._path, f"global {module}.{name}")
+            return pickle.Unpickler.find_class(self, module, name)
+        return None
 
 
 def load_pickle(path: str | Path) -> Any:

@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from fcs_data.schemas.layout import merge_mappings
+from fcs_data.mappings import merge_mappings
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from fcs_data.safe_io import load_state_dict
-from fcs_train.checkpoint import load_weights_into
+from fcs_train.weights import load_weights_into
 
 
 def z_error_slices(num_hist: int, num_pred: int) -> dict[str, slice]:

@@ -23,6 +23,7 @@ from rich.table import Table
 
 from fcs_train.config import TrainConfig
 from fcs_train.plots import plot_losses
+from fcs_train.run_dir import RunDir
 
 EPOCH_COLUMNS = (  # key in the epoch row, column title
     ("loss", "train"), ("val_loss", "val"), ("val_z_visual_loss", "z vis"), ("val_z_visual_loss_copy", "copy"),
@@ -45,7 +46,7 @@ class RunLog:
         self.enabled = enabled
         self.console = console or Console(highlight=False, soft_wrap=True)
         self.show_progress = show_progress and enabled and self.console.is_terminal
-        self.run_dir = cfg.train.run_dir
+        self.run = RunDir.of_config(cfg)
         self.train_history: list[dict] = []
         self.val_history: list[dict] = []
         self.epochs: list[dict] = []
@@ -53,8 +54,8 @@ class RunLog:
         self._task = None
         self._tb = self._wandb = None
         if enabled:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self._metrics = (self.run_dir / "metrics.jsonl").open("a")
+            self.run.root.mkdir(parents=True, exist_ok=True)
+            self._metrics = self.run.metrics.open("a")
             self._open_trackers()
 
     def _open_trackers(self) -> None:
@@ -62,7 +63,7 @@ class RunLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+                self._tb = SummaryWriter(str(self.run.tensorboard))
             except ImportError:
                 warnings.warn("log.tensorboard is set but tensorboard is not installed; skipping it", stacklevel=2)
         if self.cfg.log.wandb:
@@ -70,7 +71,7 @@ class RunLog:
                 import wandb
 
                 self._wandb = wandb.init(project=self.cfg.log.wandb_project, config=self.cfg.model_dump(mode="json"),
-                                         dir=str(self.run_dir))
+                                         dir=str(self.run.root))
             except ImportError:
                 warnings.warn("log.wandb is set but wandb is not installed; skipping it", stacklevel=2)
 
@@ -78,7 +79,7 @@ class RunLog:
         """After a resume: keep the records up to the checkpoint's step (later ones are redone)."""
         if not self.enabled:
             return
-        path = self.run_dir / "metrics.jsonl"
+        path = self.run.metrics
         self._metrics.close()
         kept = []
         for line in path.read_text().splitlines():
@@ -181,10 +182,10 @@ class RunLog:
         parts = [labels.get(key, title + " {}").format(cell)
                  for (key, title), cell in zip(EPOCH_COLUMNS, self._cells(row), strict=True) if cell != "-"]
         self.console.print(f"[bold]epoch {row['epoch']}[/] (step {row['step']}): " + ", ".join(parts))
-        with (self.run_dir / "epochs.log").open("a") as f:
+        with self.run.epochs_log.open("a") as f:
             f.write(json.dumps(row) + "\n")
         if self.train_history or self.val_history:
-            plot_losses(self.run_dir / "plots" / "losses.png",
+            plot_losses(self.run.loss_plot,
                         [r for r in self.train_history if math.isfinite(r.get("loss", math.nan))], self.val_history)
 
     def final_table(self) -> None:
@@ -196,7 +197,7 @@ class RunLog:
         rows = [(str(r["epoch"]), str(r["step"]), *self._cells(r)) for r in self.epochs]
         titles = ("epoch", "step", *(t for _, t in EPOCH_COLUMNS))
         keep = [i for i in range(len(titles)) if i < 2 or any(row[i] != "-" for row in rows)]  # no empty columns
-        table = Table(title=f"{self.run_dir}: losses, validation z loss against copying the last frame, image "
+        table = Table(title=f"{self.run.root}: losses, validation z loss against copying the last frame, image "
                             "metrics of predictions", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
         for i in keep:  # never squeezed into ellipses: a narrow terminal gets a wide table
             table.add_column(titles[i], justify="right", no_wrap=True,

@@ -110,7 +110,8 @@ def test_malicious_pth_is_refused_and_not_run(v1: Path, tmp_path: Path) -> None:
 
 
 def test_malicious_property_params_is_refused_by_validate_before_convert_opens_it(v1: Path, tmp_path: Path) -> None:
-    from fcs_data.converters.to_zarr import ConversionRefused, convert_to_zarr
+    from fcs_data.converters.to_zarr import convert_to_zarr
+    from fcs_data.errors import ConversionRefused
 
     marker = tmp_path / "pwned_params"
     save_pkl({"seed": 1, "x": _Payload(marker)}, v1 / "000002" / "property_params.pkl")

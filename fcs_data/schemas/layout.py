@@ -23,6 +23,8 @@ from typing import Any, Literal, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from fcs_data.mappings import merge_mappings
+
 FieldKind = Literal[
     "position",  # Cartesian position (m); `reach` enables the workspace check
     "quaternion_wxyz",  # unit quaternion, scalar first
@@ -359,14 +361,6 @@ class Layout(_Strict):
         if not isinstance(data, dict):
             raise ValueError(f"{path}: a layout file holds one mapping, got {type(data).__name__}")
         return cls.model_validate(data)
-
-
-def merge_mappings(base: dict, over: dict) -> dict:
-    """`base` updated by `over`: nested mappings merge, everything else (lists too) is replaced."""
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = merge_mappings(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 DEFAULT_LAYOUT = "franka_cube_stack_v1"

@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fcs_data.errors import FcsError, UnreadableFileError, UnsafePickleError
+from fcs_data.errors import DatasetError, FcsError, UnreadableFileError, UnsafePickleError
 from fcs_data.schemas import Finding, Layout, SourceManifest
 from fcs_data.schemas.layout import Camera
-from fcs_data.sources.h5 import DatasetError
 from fcs_data.sources.naming import display_name
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fcs_data.errors import SourceError
+from fcs_data.errors import DetectionError
 from fcs_data.schemas import Layout
 from fcs_data.schemas.layout import QUATERNION_KINDS, builtin_layouts
 from fcs_data.sources.conventions import fuse_cameras
@@ -32,16 +32,6 @@ from fcs_data.sources.evidence import SEGMENT_TOL, channel_evidence, quaternion_
 from fcs_data.sources.h5 import dtype_ok, shape_ok, shape_text
 from fcs_data.sources.naming import display_name, episode_dir_name, step_file_name
 from fcs_data.sources.probe import Probe, probe
-
-
-class DetectionError(SourceError):
-    """No built-in layout matches the dataset (`mismatches`: each layout's first mismatch), or more than
-    one does (`matches`)."""
-
-    def __init__(self, message: str, path: str | Path = "", mismatches: dict[str, str] | None = None,
-                 matches: list[str] | None = None):
-        super().__init__(message)
-        self.path, self.mismatches, self.matches = display_name(path), dict(mismatches or {}), list(matches or [])
 
 
 @dataclass
@@ -301,17 +291,17 @@ def detect_layout(root: str | Path, layouts: dict[str, Layout] | None = None) ->
                                  sum(f[1].get(base.variants[n].group, (None, ""))[0] is None for n in f[2]),
                                  hint not in f[2] if hint else 0, len(f[2])))
         matches.append((fits[0][0], fits[0][1]))
+    where = display_name(pr.root)
     if pr.kind == "missing":
-        raise DetectionError(f"{display_name(pr.root)}: no such file or directory", pr.root, mismatches)
+        raise DetectionError(f"{where}: no such file or directory", where, mismatches)
     if not matches:
         lines = "; ".join(f"{name}: {why}" for name, why in mismatches.items())
-        raise DetectionError(f"{display_name(pr.root)}: no built-in layout matches ({lines}); write a layout file and pass "
-                             "--layout (fcs layouts show NAME prints one to start from)", pr.root, mismatches)
+        raise DetectionError(f"{where}: no built-in layout matches ({lines}); write a layout file and pass --layout "
+                             "(fcs layouts show NAME prints one to start from)", where, mismatches)
     if len(matches) > 1:
         names = [m.name for m, _ in matches]
-        raise DetectionError(f"{display_name(pr.root)}: ambiguous, it matches {', '.join(names)}; pass --layout with "
-                             "the right one",
-                             pr.root, mismatches, names)
+        raise DetectionError(f"{where}: ambiguous, it matches {', '.join(names)}; pass --layout with the right one",
+                             where, mismatches, names)
     layout, content = matches[0]
     evidence = [_summary(layout, pr)] + [words for v, words in content.values() if v == "pass"]
     assumed = [f"{group}: the data cannot tell; assumed the layout's default"

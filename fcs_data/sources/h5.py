@@ -3,8 +3,8 @@
 Every dataset fcs reads goes through `read` (or `inspect` when only its shape and dtype matter), which
 checks, before any value is used, that the name leads to a dataset stored in the file itself (not a
 group, not an external link, not a dangling link), that it holds data (not a null dataspace), and that
-its dtype and shape are the ones the layout declares. A surprise is a `DatasetError` naming the file,
-the dataset and what was expected, which validation turns into a finding.
+its dtype and shape are the ones the layout declares. A surprise is a `DatasetError` (fcs_data.errors)
+naming the file, the dataset and what was expected, which validation turns into a finding.
 """
 
 from __future__ import annotations
@@ -16,22 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from fcs_data.errors import UnreadableFileError
+from fcs_data.errors import DatasetError, UnreadableFileError
 
 Shape = tuple[int, ...]
 ANY = -1  # a shape entry that may take any size (the time axis of a demo)
-
-
-class DatasetError(UnreadableFileError):
-    """A dataset of a source file is missing, of the wrong kind (group, link, no data), dtype or shape.
-
-    `path` is the file, `dataset` the dataset's name inside it, `problem` what was found and
-    `expected` what the layout declares.
-    """
-
-    def __init__(self, path: str | Path, dataset: str, problem: str, expected: str = ""):
-        self.dataset, self.problem, self.expected = dataset, problem, expected
-        super().__init__(path, f"dataset {dataset!r} {problem}" + (f"; expected {expected}" if expected else ""))
 
 
 def shape_text(shape: Shape) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fcs_data.errors import FcsError, SourceError, UnreadableFileError
+from fcs_data.errors import DatasetError, FcsError, SourceError, UnreadableFileError
 from fcs_data.schemas import EpisodeEntry, Finding, Layout, SourceManifest
 from fcs_data.schemas.layout import Camera
 from fcs_data.sources import h5
@@ -65,7 +65,7 @@ class RobomimicSource(LoggerSource):
         with h5.open_file(self.file) as f:
             data = f.get(DATA_GROUP)
             if not isinstance(data, h5py.Group):
-                raise h5.DatasetError(self.file, DATA_GROUP, "is missing or not a group",
+                raise DatasetError(self.file, DATA_GROUP, "is missing or not a group",
                                       "a group data/ with one group demo_N per episode")
             yield data
 
@@ -77,7 +77,7 @@ class RobomimicSource(LoggerSource):
         with self._data() as data:
             group = data.get(name)
             if not isinstance(group, h5py.Group):
-                raise h5.DatasetError(self.file, f"{DATA_GROUP}/{name}", "is not a group", "a demo group")
+                raise DatasetError(self.file, f"{DATA_GROUP}/{name}", "is not a group", "a demo group")
             yield group
 
     @property
@@ -176,7 +176,7 @@ class RobomimicSource(LoggerSource):
               rows: slice | None = None) -> np.ndarray:
         ds = h5.inspect(group, name, self.file, (h5.ANY, *width_shape), dtype)
         if ds.shape[0] < length:
-            raise h5.DatasetError(self.file, f"{group.name.lstrip('/')}/{name}", f"has {ds.shape[0]} rows",
+            raise DatasetError(self.file, f"{group.name.lstrip('/')}/{name}", f"has {ds.shape[0]} rows",
                                   f"{length} (num_samples)")
         return h5.read(group, name, self.file, (h5.ANY, *width_shape), dtype, rows or slice(0, length))
 

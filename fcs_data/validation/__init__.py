@@ -11,7 +11,7 @@ from fcs_data.validation.source import validate_source
 from fcs_data.validation.store import validate_store
 
 if TYPE_CHECKING:
-    from fcs_data.sources.detect import DetectionError
+    from fcs_data.errors import DetectionError
 
 __all__ = ["detection_report", "validate", "validate_source", "validate_store"]
 

@@ -136,7 +136,7 @@ def evaluate_planning(planner: Planner, store: str | Path, *, pairs: int = 8, se
     notes = list(bundle.notes)
     if episodes is not None:
         chosen, what = np.asarray(episodes, np.int64), "given"
-    elif opened.fingerprint == bundle.store_fingerprint:
+    elif bundle.trained_on(opened):
         chosen = split_episodes(range(opened.num_episodes), "val", bundle.split.get("split_ratio", 0.9),
                                 bundle.split.get("split_seed", 42))
         what = "validation"
