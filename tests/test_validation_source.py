@@ -13,6 +13,9 @@ import numpy as np
 import pytest
 import torch
 from helpers import edit_tensor, load_pkl, save_pkl
+from loggers.keyframe import write_keyframe
+from loggers.min_logger import write_min
+from loggers.primitive import write_primitive
 
 from fcs_data.schemas import Finding, Layout, ValidationReport, get_layout
 from fcs_data.validation import validate_source
@@ -405,10 +408,8 @@ KEYFRAME = get_layout("franka_cube_stack_keyframe")
 
 @pytest.fixture(scope="module")
 def pristine_primitive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from fcs_data.synth import synthesize
-
-    return synthesize(tmp_path_factory.mktemp("prim") / "p", episodes=2, min_len=14, max_len=16, seed=3,
-                      layout="franka_cube_stack_primitive")
+    """2 episodes of 14 and 16 primitives written by the primitive logger's code (tests/loggers/primitive.py)."""
+    return write_primitive(tmp_path_factory.mktemp("prim") / "p", [14, 16], seed=3)
 
 
 @pytest.fixture
@@ -501,17 +502,13 @@ def test_frames_whose_channel_order_looks_swapped_against_an_independent_copy_ar
 
 
 def test_quaternions_in_the_other_order_are_a_warning(tmp_path: Path) -> None:
-    from fcs_data.synth import synthesize
-
-    root = synthesize(tmp_path / "q", episodes=3, min_len=14, max_len=16, seed=3, layout="franka_cube_stack_min")
+    root = write_min(tmp_path / "q", [14, 15, 16], seed=3)
     found = run(root, get_layout("franka_cube_stack_min+xyzw")).of("quaternion-order")
     assert found and all(f.field == "state.ee_quat" and "read as wxyz" in f.message for f in found)
 
 
 def test_keyframe_indices_that_do_not_increase_are_an_error(tmp_path: Path) -> None:
-    from fcs_data.synth import synthesize
-
-    root = synthesize(tmp_path / "k", episodes=2, min_len=10, max_len=12, seed=3, layout="franka_cube_stack_keyframe")
+    root = write_keyframe(tmp_path / "k", [40, 44], seed=3)
     assert problems(run(root, KEYFRAME)) == []
     _edit_h5(root / "000001" / "004.h5", "info/original_frame_idx", lambda v: np.asarray(0, v.dtype))
     f = only(run(root, KEYFRAME), "frame-index")

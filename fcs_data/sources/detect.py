@@ -239,11 +239,10 @@ def _channel_assumption(layout: Layout) -> str | None:
     obs = layout.observation
     if obs.fused is not None or obs.color_independent:
         return None
-    why = (f"{obs.file} and {obs.color_dataset} pass through one conversion in this logger, so they agree either way"
-           if obs.color_dataset else "nothing in the data tells RGB from BGR")
-    return (f"channel_order {obs.channel_order}, the layout's declared order ({why}); if your logger wrote the other "
-            "order, declare it (--layout with the variant, or observation.channel_order in a layout file) and check "
-            "with fcs layouts preview")
+    why = (f"{obs.file} and {obs.color_dataset} pass through one conversion, so they cannot tell"
+           if obs.color_dataset else "the data cannot tell RGB from BGR")
+    return (f"channel_order {obs.channel_order}, the layout's declared order ({why}); fcs layouts preview shows "
+            "the frames, --layout declares another order")
 
 
 def _combinations(layout: Layout) -> list[tuple[str, ...]]:
