@@ -47,6 +47,18 @@ class UnreadableFileError(FcsError):
         super().__init__(f"{path}: cannot be read: {reason}")
 
 
+class DatasetError(UnreadableFileError):
+    """A dataset of a source file is missing, of the wrong kind (group, link, no data), dtype or shape.
+
+    `path` is the file, `dataset` the dataset's name inside it, `problem` what was found and
+    `expected` what the layout declares.
+    """
+
+    def __init__(self, path: str | Path, dataset: str, problem: str, expected: str = ""):
+        self.dataset, self.problem, self.expected = dataset, problem, expected
+        super().__init__(path, f"dataset {dataset!r} {problem}" + (f"; expected {expected}" if expected else ""))
+
+
 class SourceError(FcsError):
     """A logger dataset is not what its layout declares."""
 
@@ -76,7 +88,13 @@ class NonFiniteDataError(StoreError):
 
 
 class DetectionError(SourceError):
-    """No built-in layout matches the dataset, or more than one does."""
+    """No built-in layout matches the dataset (`mismatches`: each built-in layout's first mismatch in words),
+    or more than one does (`matches`); `path` is the dataset."""
+
+    def __init__(self, message: str, path: str | Path = "", mismatches: dict[str, str] | None = None,
+                 matches: list[str] | None = None):
+        super().__init__(message)
+        self.path, self.mismatches, self.matches = str(path), dict(mismatches or {}), list(matches or [])
 
 
 class WorkerDied(FcsError):

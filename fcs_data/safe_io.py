@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from fcs_data.errors import UnreadableFileError, UnsafePickleError
+from fcs_data.errors import FcsError, UnreadableFileError, UnsafePickleError
 from fcs_data.pickle_scan import AllowlistUnpickler
 
 _PLAIN_GLOBALS: frozenset[tuple[str, str]] = frozenset(
@@ -54,11 +54,9 @@ def load_pickle(path: str | Path) -> Any:
     try:
         with path.open("rb") as f:
             return _PlainDataUnpickler(f, path).load()
-    except UnsafePickleError:
+    except (FcsError, FileNotFoundError):
         raise
-    except FileNotFoundError:
-        raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
+    except Exception as e:  # unpickling a user's bytes can raise anything; it means "unreadable"
         raise UnreadableFileError(path, f"{type(e).__name__}: {e}") from e
 
 
@@ -105,10 +103,12 @@ def _load_weights_only(path: Path, *, mmap: bool = False) -> Any:
         raise FileNotFoundError(f"{path} does not exist")
     use_mmap = mmap and zipfile.is_zipfile(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "Detected pickle protocol 4 ..."
+        with warnings.catch_warnings():  # a plain pickle given as a .pth: torch warns, fcs reports what it holds
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True, mmap=use_mmap)
-    except Exception as e:  # any failure to decode a user's file is reported with the file, never raw
+    except (FcsError, FileNotFoundError):
+        raise
+    except Exception as e:  # torch.load of a user's bytes can raise anything; it means "unreadable"
         raise load_failure(path, e) from e
 
 

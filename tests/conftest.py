@@ -1,6 +1,7 @@
-"""Shared fixtures, built once per session and read-only (copy before changing): small synthetic
-datasets made by fcs's own generator, the stores converted from them, trained tiny models, and
-the full-size model."""
+"""Shared fixtures, built once per session and read-only (copy before changing): datasets written by the
+loggers' own code (tests/loggers/), small synthetic datasets made by fcs's own generator (where a test is
+about the generator or needs bulk data), the stores converted from them, trained tiny models, and the
+full-size model."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from helpers import train_tiny
+from loggers.min_logger import write_min
 
 from fcs_data.converters.to_zarr import convert_to_zarr
 from fcs_data.synth import synthesize
@@ -40,9 +42,8 @@ def pristine_v1(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def pristine_min(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """3 episodes in the per-step HDF5 'min logger' layout (read-only)."""
-    return synthesize(tmp_path_factory.mktemp("synth") / "min", episodes=3, min_len=20, max_len=28, seed=3,
-                      layout="franka_cube_stack_min")
+    """3 episodes of 20, 24 and 28 steps written by the min logger's code (min_data_logger.py, read-only)."""
+    return write_min(tmp_path_factory.mktemp("logged") / "min", [20, 24, 28], seed=3)
 
 
 @pytest.fixture(scope="session")

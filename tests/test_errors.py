@@ -22,7 +22,9 @@ EXAMPLES = [
     errors.ResumeMismatch("/s.zarr.partial was started from a different source"),
     errors.VerificationFailed("/s.zarr: 3 values differ"),
     errors.WorkerDied("a worker process died", cause="A child process terminated abruptly"),
-    errors.DetectionError("/d: no built-in layout matches (franka_cube_stack_v1: needs states.pth at the root)"),
+    errors.DetectionError("/d: no built-in layout matches (franka_cube_stack_v1: needs states.pth at the root)",
+                          "/d", {"franka_cube_stack_v1": "needs states.pth at the root"}),
+    errors.DatasetError("/d/000001/007.h5", "eef_states", "has shape (1, 1, 1, 14)", "(1, 1, 14)"),
     errors.WrongInputError("/s.zarr", "store", "a logger dataset", "/s.zarr: this is an fcs store, not a logger dataset"),
     errors.ConversionRefused("/d: validation found 2 errors", ValidationReport(path="/d", kind="source", layout="v1")),
 ]

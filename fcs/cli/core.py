@@ -47,7 +47,9 @@ LayoutOpt = Annotated[
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print one error line and exit."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    from fcs_data.schemas.report import printable
+
+    err_console.print(f"[bold red]error:[/] {escape(printable(message) or '')}", highlight=False)
     raise typer.Exit(code)
 
 

@@ -61,7 +61,8 @@ def layouts_show(
 
 @command(name="detect", group=layouts_app)
 def layouts_detect(
-    dataset: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="a logger dataset directory")],
+    dataset: Annotated[Path, typer.Argument(exists=True, help="a logger dataset directory, or an Isaac Lab / "
+                                                              "robomimic HDF5 file")],
 ) -> None:
     """Which built-in layout (and variants) a dataset is in, and the evidence.
 
@@ -79,6 +80,38 @@ def layouts_detect(
         console.print(f"  evidence: {escape(line)}")
     for line in det.assumed:
         console.print(f"  [yellow]assumed:[/] {escape(line)}")
+
+
+@command(name="preview", group=layouts_app)
+def layouts_preview(
+    dataset: Annotated[Path, typer.Argument(exists=True, help="a logger dataset directory or HDF5 file")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write")],
+    layout: LayoutOpt = None,
+    episode: Annotated[int, typer.Option(min=0, help="the episode to show")] = 0,
+    max_frames: Annotated[int, typer.Option(min=1, help="frames on the sheet (the episode's first ones)")] = 16,
+) -> None:
+    """A contact sheet of an episode's first frames as fcs will train on them.
+
+    The frames go through the layout's conversions (BGR -> RGB, float 0..255 -> uint8) exactly as
+    `fcs convert` applies them. If the colours look wrong (a red cube shown blue), the data's channel order
+    is not the one the layout declares: pass the other variant (--layout NAME+rgb, or +bgr) or set
+    observation.channel_order in a layout file.
+    """
+    from fcs_data.preview import source_contact_sheet
+    from fcs_data.sources.conventions import conversion_notes
+    from fcs_data.sources.detect import detect_layout
+
+    if layout is not None:
+        lay = layout_option(layout)
+    else:
+        det = detect_layout(dataset)
+        lay = det.layout
+        print_detection(lay.name, det.lines)
+    sheet, n = source_contact_sheet(dataset, lay, episode, max_frames=max_frames)
+    sheet.save(out)
+    notes = [note for note in conversion_notes(lay) if note.startswith("frames")]
+    console.print(f"wrote {out}: episode {episode}, first {n} frames as layout {lay.name} converts them"
+                  + (f" ({'; '.join(notes)})" if notes else " (unchanged)"))
 
 
 @command
@@ -115,7 +148,9 @@ def validate(
         typer.Option("--layout", "-l", help="layout of a logger dataset (NAME, NAME+variant or a YAML/JSON file); "
                                             "detected when not given; stores carry theirs"),
     ] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="write the full report as JSON here")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the full report as JSON here ('-': stdout, "
+                                                             "the table goes to stderr); written even when no "
+                                                             "layout matches (docs/REPORT.md)")] = None,
     strict: Annotated[bool, typer.Option(help="warnings fail too (exit 1)")] = False,
     episodes: Annotated[str | None, typer.Option(help="only these episodes, e.g. 0-9,15")] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="processes checking episodes in parallel")] = None,
@@ -128,20 +163,28 @@ def validate(
     decoded, and each damaged or missing one is reported with its episode and frames.
     Exit 0 when clean (warnings allowed unless --strict), 1 on errors, 2 on a bad command line.
     """
+    from fcs_data.errors import DetectionError
+    from fcs_data.validation import detection_report
     from fcs_data.validation import validate as run_validate
 
     lay = layout_option(layout) if layout is not None else None
     selected = parse_episode_spec(episodes) if episodes else None
+    to_stdout = json_out is not None and str(json_out) == "-"
+    out = err_console if to_stdout else console
     with progress_bar("validate") as update:
         try:
             report = run_validate(path, lay, episodes=selected, workers=workers, quick=quick, progress=update)
         except LookupError as e:
             raise typer.BadParameter(str(e).strip("'\""), param_hint="--episodes") from e
-    print_detection(report.layout, report.detected)
-    print_report(report, strict)
-    if json_out is not None:
+        except DetectionError as e:
+            report = detection_report(path, e)
+    print_detection(report.layout, report.detected, out)
+    print_report(report, strict, out)
+    if to_stdout:
+        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
+    elif json_out is not None:
         json_out.write_text(report.model_dump_json(indent=2))
-        console.print(f"full report: {json_out}")
+        out.print(f"full report: {json_out}")
     raise typer.Exit(report.exit_code(strict))
 
 
@@ -151,7 +194,7 @@ class Target(StrEnum):
 
 @command
 def convert(
-    src: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="logger dataset directory")],
+    src: Annotated[Path, typer.Argument(exists=True, help="logger dataset directory (or an Isaac Lab HDF5 file)")],
     to: Annotated[Target, typer.Option("--to", help="output format")] = Target.zarr,
     out: Annotated[Path | None, typer.Option("-o", "--out", help="store to create (default: SRC.zarr)")] = None,
     layout: LayoutOpt = None,

@@ -96,14 +96,9 @@ class Job:
         h = hashlib.blake2b(digest_size=32)
         h.update(np.ascontiguousarray(steps.state).tobytes())
         h.update(np.ascontiguousarray(steps.action).tobytes())
-        ep_dir = self.source.root / f"{src:06d}"
-        for p in sorted(ep_dir.iterdir()):
-            if p.is_file():
-                h.update(p.name.encode())
-                with p.open("rb") as f:
-                    h.update(hashlib.file_digest(f, "blake2b").digest())
+        self.source.episode_digest(src, h)
         steps = steps_to_store(steps, self.plan.layout)
-        meta = EpisodeMeta(source_index=src, source_dir=ep_dir.name, source_length=length,
+        meta = EpisodeMeta(source_index=src, source_dir=self.source.episode_label(src), source_length=length,
                            params=self.source.read_params(src), content_hash=h.hexdigest())
         return {"episode": store_episode, "rows": {"state": steps.state, "action": steps.action, **steps.fields},
                 "meta": meta.model_dump(mode="json"), "rss_mb": peak_rss_mb()}

@@ -134,17 +134,10 @@ def choose_codec(source: LoggerSource, plan: Plan, requested: str) -> tuple[str,
     return "lz4", f"lz4: it saves {100 * saving:.0f} % on {sample}"
 
 
-def source_files(src: Path, episodes: list[int]) -> dict[str, int]:
+def source_files(source: LoggerSource, episodes: list[int]) -> dict[str, int]:
     """`relative path -> mtime_ns ^ size` of the root files and of the planned episodes' files (what
-    `Plan.fingerprint` compares on `--resume`)."""
-    files = {p.name: p.stat().st_mtime_ns ^ p.stat().st_size for p in src.iterdir() if p.is_file()}
+    `Plan.fingerprint` compares on `--resume`), as the source names them (printable names)."""
+    files = source.root_files()
     for e in episodes:
-        files.update(_episode_files(src, e))
+        files.update(source.episode_files(e))
     return files
-
-
-def _episode_files(src: Path, episode: int) -> dict[str, int]:
-    d = src / f"{episode:06d}"
-    if not d.is_dir():
-        return {}
-    return {f"{d.name}/{p.name}": p.stat().st_mtime_ns ^ p.stat().st_size for p in d.iterdir() if p.is_file()}

@@ -10,9 +10,9 @@
 4. Statistics (of the whole store and of the default train split) and metadata are written,
    optionally every value is compared with the source, and `OUT.partial` is renamed to `OUT`.
 
-A crash, Ctrl-C or an `OSError` (a full disk) leaves no `OUT` and keeps `OUT.partial`, which
-`resume` continues if it was made from the same source and options; an error in the data removes
-it. Every failure is an `FcsError` whose message says what, where, and what to do.
+A killed process, Ctrl-C or an `OSError` (a full disk) leaves no `OUT` and keeps `OUT.partial`, which
+`resume` continues if it was made from the same source and options; any other failure of a fresh run
+(an error in the data) removes it, so no half store is left behind. Every failure is an `FcsError` whose message says what, where, and what to do.
 
 The plan lives in `plan`, the work of the worker processes in `jobs`, the progress file in `progress`.
 """
@@ -36,7 +36,7 @@ from fcs_data.converters.jobs import Runner, peak_rss_mb
 from fcs_data.converters.plan import Plan, choose_codec, plan_conversion, source_files
 from fcs_data.converters.progress import ConvertProgress, ProgressLog, read_progress
 from fcs_data.converters.zarr_store import create_arrays, fsync_tree, writable
-from fcs_data.errors import ConversionIOError, FcsError, ResumeMismatch, VerificationFailed
+from fcs_data.errors import ConversionIOError, ResumeMismatch, VerificationFailed
 from fcs_data.format import (
     CODEC_CHOICES,
     DEFAULT_CODEC,
@@ -156,8 +156,8 @@ def convert_to_zarr(
                     f"{out}: {e.strerror or e}{where}; the finished part is kept in {partial}: fix the cause "
                     "(free disk space) and run the same command with --resume"
                 ) from e
-            except FcsError:
-                if not resume:  # bad data in a fresh run: nothing worth resuming
+            except Exception:  # bad data (FcsError) or a bug in a fresh run: nothing worth resuming
+                if not resume:
                     shutil.rmtree(partial, ignore_errors=True)
                 raise
 
@@ -171,8 +171,9 @@ def _convert(src: Path, out: Path, partial: Path, layout: Layout, codec: str, po
     report = validate_source(src, layout, pool=pool, progress=progress.validate)
     timings["validate"] = time.perf_counter() - t0
     plan, skipped = plan_conversion(src, layout, report, codec, shard_frames, skip_bad)
-    plan.codec, codec_note = choose_codec(open_source(src, layout), plan, codec)
-    fingerprint = plan.fingerprint(source_files(src, plan.episodes))
+    source = open_source(src, layout)
+    plan.codec, codec_note = choose_codec(source, plan, codec)
+    fingerprint = plan.fingerprint(source_files(source, plan.episodes))
     plan_json = plan.to_json()
 
     if resume:
@@ -291,7 +292,7 @@ def _convert(src: Path, out: Path, partial: Path, layout: Layout, codec: str, po
     return ConversionResult(
         store=out, report=report, codec=plan.codec, codec_note=codec_note, num_episodes=len(plan.episodes),
         num_frames=plan.num_frames, skipped=skipped, conversions=conversions, resumed_shards=resumed_shards,
-        source_bytes=sum(_dir_bytes(src / f"{i:06d}") for i in plan.episodes), store_bytes=_dir_bytes(out),
+        source_bytes=sum(source.episode_bytes(i) for i in plan.episodes), store_bytes=_dir_bytes(out),
         seconds=time.perf_counter() - t_start, peak_rss_main_mb=peak_rss_mb(), peak_rss_worker_mb=worker_rss,
         idle_rss_worker_mb=idle_rss,
         verified=verified, timings=timings,
