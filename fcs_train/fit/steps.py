@@ -137,19 +137,21 @@ def step_harness(cfg: TrainConfig, model: VWorldModel, foreach: bool | None,
     schedule, optimizer step) are the real ones, on `model`'s `device` (CPU for a prediction);
     `foreach` overrides the optimizers' setting (CUDA's default is the multi-tensor implementation,
     this CPU's the per-parameter loop)."""
+    from fcs_train.checkpoint import RunState
+    from fcs_train.step_inputs import DecoderWork
     from fcs_train.trainer import Trainer
 
     t = Trainer.__new__(Trainer)
     t.cfg, t.model, t.net, t.device = cfg, model, model, device or torch.device("cpu")
     t.schedule = cfg.model.decoder.schedule if model.decoder is not None else "off"
-    t.decoder_trained = model.decoder is not None and t.schedule != "off"
+    t.state = RunState(decoder_trained=model.decoder is not None and t.schedule != "off")
     if model.decoder is not None and t.schedule == "off":
         model.decoder.requires_grad_(False)
     t.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
     t.scaler = torch.amp.GradScaler(t.device.type, enabled=False)  # fp16's loss scaling costs scalars only
-    t.decoder_gen = torch.Generator().manual_seed(cfg.train.seed * 7919 + 17)
-    t.global_step = 0
-    t.optimizers = t._make_optimizers()
+    t.decoder_work = DecoderWork(t.schedule, cfg.model.decoder, torch.Generator().manual_seed(cfg.train.seed * 7919 + 17))
+    groups = model.optimizer_groups(cfg.optim, decoder=t.schedule != "off")
+    t.optimizers = {name: group.build(model) for name, group in groups.items()}
     if foreach is not None:
         for opt in t.optimizers.values():
             for group in opt.param_groups:
@@ -212,7 +214,7 @@ def run_training(trainer: Any, shape: StepShape, rec: Recorder, steps: int = 2
                 obs, act = _device_inputs(trainer, shape, shape.batch_size, rec)
                 rec.mark(f"{tag} forward")
                 with trainer._autocast():
-                    out = trainer.net(obs, act, **trainer._decoder_work(act.shape[0], act.shape[1]))
+                    out = trainer.net(obs, act, **trainer._decoder_kwargs(act.shape[0], act.shape[1]))
                 rec.mark(f"{tag} backward")
                 with rec.label("backward in flight"):
                     trainer.scaler.scale(out.loss / accum).backward()
@@ -227,7 +229,7 @@ def run_training(trainer: Any, shape: StepShape, rec: Recorder, steps: int = 2
                     for v in state.values():
                         if isinstance(v, torch.Tensor):
                             rec.relabel(v, "optimizer state")
-            trainer.global_step += 1
+            trainer.state.global_step += 1
             sums = {}
     finally:
         for h in hooks:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from fcs.views import console
+from fcs.cli.views import console
 from fcs_train.fit.calibration import Calibration
 from fcs_train.fit.prediction import Estimate, Prediction
 from fcs_train.fit.report import GIB, Budget, FitReport, gib, grad_accum_for
