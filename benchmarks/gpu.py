@@ -143,6 +143,7 @@ def section_reference(ctx: Context) -> dict:
 def _load_benchmark(name: str):
     spec = importlib.util.spec_from_file_location(f"fcs_bench_{name}", HERE / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses in it resolve their annotations through sys.modules
     spec.loader.exec_module(module)
     return module
 

@@ -2,7 +2,7 @@
 
 `fcs_data.errors` holds the data library's; this module defines the training side's and re-exports
 the planning ones (imported on first use, so `import fcs_train.errors` stays light), so
-`from fcs_train.errors import TrainError, CheckpointError, PlanningError, ...` reaches any of them.
+`from fcs_train.errors import TrainError, CheckpointError, DoesNotFit, PlanningError, ...` reaches any of them.
 Every one is an `FcsError` except the planning client's (`PlannerError`, `WireError`), which must
 not need fcs installed.
 """
@@ -59,3 +59,19 @@ class LoaderFailure(TrainError):
 class StallError(LoaderFailure):
     """No training progress for `train.stall_timeout` seconds; the message names the culprit and the
     file holding every thread's stack."""
+
+
+class FitError(FcsError):
+    """A GPU memory prediction (`fcs fit`) cannot be made; the message says why."""
+
+
+class TraceMismatch(FitError):
+    """Two traces of one configuration at different batch sizes or frameskips ran different programs."""
+
+
+class CalibrationError(FitError):
+    """A GPU calibration cannot be measured, fitted or read (no GPU, no growth, a damaged file)."""
+
+
+class DoesNotFit(FitError):
+    """The run is predicted to need more GPU memory than the device has (or `train.memory_limit` is unreadable)."""

@@ -47,8 +47,9 @@ from fcs_train.runlog import RunLog
 from fcs_train.runs import point_latest, resolve_run_dir, write_status
 from fcs_train.signals import Preempted, stop_signals
 from fcs_train.stall import StallWatchdog
-from fcs_train.step_inputs import DecoderWork, check_finite_inputs, model_inputs, window_pairs
+from fcs_train.step_inputs import DecoderWork, check_finite_inputs, window_pairs
 from fcs_train.step_losses import PendingLosses
+from fcs_train.training_step import TrainingStep
 
 __all__ = ["NonFiniteLoss", "RunSummary", "TrainError", "Trainer"]
 
@@ -64,7 +65,7 @@ class RunSummary:
     val_history: list[dict] = field(default_factory=list)
 
 
-class Trainer:
+class Trainer(TrainingStep):
     def __init__(self, cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, show_progress: bool = True):
         """`resume` continues the run in `train.run_dir`; a directory that holds a run is refused without it
         or `overwrite`; no `train.run_dir` gives a new `runs/<run_name>/<time>`."""
@@ -193,26 +194,6 @@ class Trainer:
         self.checkpoints.save(names, self.model, self.optimizers, self.scaler, self.state, rng)
 
     # -- steps ----------------------------------------------------------------------------------
-    def _inputs(self, batch: dict) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        return model_inputs(batch, self.device, self.cfg.model.image_size)
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
-
-    def _decoder_kwargs(self, batch_size: int, frames: int) -> dict[str, Any]:
-        return self.decoder_work(batch_size, frames, self.state.global_step, self.device)
-
-    def _optimizer_step(self) -> None:
-        clip = self.cfg.optim.grad_clip
-        for opt in self.optimizers.values():
-            if clip is not None:
-                self.scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip)
-            self.scaler.step(opt)
-        self.scaler.update()
-        for opt in self.optimizers.values():
-            opt.zero_grad(set_to_none=True)
-
     def _timed_optimizer_step(self) -> None:
         profiling = len(self._optimizer_seconds) < PROFILE_STEPS + 2
         if profiling:
@@ -290,9 +271,6 @@ class Trainer:
         return False
 
     # -- evaluation -----------------------------------------------------------------------------
-    def _decoding(self) -> bool:
-        return self.model.decoder is not None and self.state.decoder_trained
-
     def validate(self) -> dict[str, float]:
         """Validation metrics now (`Evaluator.validate`); image metrics once the decoder is trained."""
         return self.evaluator.validate(self.state.epoch, self.state.global_step, self._decoding())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,10 @@ SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu.py"
 def gpu_script():
     spec = importlib.util.spec_from_file_location("fcs_gpu_script", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses resolve their annotations through sys.modules
     spec.loader.exec_module(module)
-    return module
+    yield module
+    sys.modules.pop(spec.name, None)
 
 
 def test_the_dry_run_runs_every_section_and_writes_the_json(gpu_script, tmp_path: Path) -> None:

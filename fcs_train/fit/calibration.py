@@ -29,7 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fcs_data._cache import cache_dir
 from fcs_train.config import TrainConfig
-from fcs_train.fit.prediction import FitError, Prediction, predict
+from fcs_train.errors import CalibrationError
+from fcs_train.fit.prediction import Prediction, predict
 from fcs_train.fit.steps import (
     FCS,
     NullRecorder,
@@ -45,10 +46,6 @@ from fcs_train.fit.steps import (
 CALIBRATION_VERSION = 1
 DEFAULT_OVERHEAD = 1 << 30  # uncalibrated: CUDA context + libraries, 1 GiB (measured 0.3-1 GiB on Ampere and Hopper)
 ALLOCATOR_CONF = "expandable_segments:True"
-
-
-class CalibrationError(FitError):
-    """A calibration cannot be made or read (the message says why)."""
 
 
 class DeviceInfo(BaseModel):

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from fcs_data.errors import FcsError
 from fcs_train.config import TrainConfig
+from fcs_train.errors import FitError, TraceMismatch
 from fcs_train.fit.allocator import replay, round_size
 from fcs_train.fit.kernels import CUDA, KernelPolicy, cpu_output_bytes, emulate, workspace_bytes
 from fcs_train.fit.steps import (
@@ -47,13 +47,8 @@ from fcs_train.fit.steps import (
 from fcs_train.fit.tracker import StorageTracker, Trace, peak
 from fcs_train.planning.config import PlanConfig
 
-
-class FitError(FcsError):
-    """A memory prediction cannot be made (the message says why)."""
-
-
-class TraceMismatch(FitError):
-    """Two traces of one configuration at different batch sizes ran different programs."""
+__all__ = ["Estimate", "FitError", "Prediction", "RunTrace", "Sweep", "TraceMismatch", "estimate", "policy_for", "predict",
+           "trace_run"]
 
 
 def policy_for(setup: Setup, flash: bool = True) -> KernelPolicy:
@@ -110,6 +105,9 @@ def _trace_run(run_cfg: TrainConfig, shape: StepShape, setup: Setup, policy: Ker
                fake: bool) -> RunTrace:
     t0 = time.perf_counter()
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(run_cfg.train.amp)
+    # validation's image metrics import torchmetrics on first use, and its import makes tensors: made
+    # inside a trace they would be fake module globals and one more allocation in the first trace only
+    import torchmetrics.functional.image  # noqa: F401
 
     def session(run: str) -> tuple[Trace, int]:
         mode = FakeTensorMode() if fake else None

@@ -21,14 +21,11 @@ from dataclasses import dataclass
 import torch
 
 from fcs_train.config import TrainConfig
+from fcs_train.errors import DoesNotFit
 from fcs_train.fit.calibration import DEFAULT_OVERHEAD, configure_allocator, find_calibration
-from fcs_train.fit.prediction import FitError, Prediction, Sweep, predict
+from fcs_train.fit.prediction import Prediction, Sweep, predict
 from fcs_train.fit.report import Budget, gib, largest_batch, parse_bytes
 from fcs_train.fit.steps import FCS, StepShape
-
-
-class DoesNotFit(FitError):
-    """The run is predicted to need more GPU memory than the device has."""
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,12 @@
 """The steps a prediction runs: `fcs train`'s training step and validation, and a planning batch.
 
 They are run with the trainer's and the planner's own code wherever it is separable: the model is
-`build_model`'s, the optimizers, inputs, autocast, decoder schedule and optimizer step are
-`Trainer`'s methods (on a `Trainer` without a store, `step_harness`), the planning cost is
-`Objective.cost`. The loops around them follow `Trainer._train_epoch` and `Trainer.validate` line
-for line in what they keep alive: the previous step's inputs and outputs until the next ones exist,
-the last training inputs during validation (`Trainer._last_inputs`), the metrics' tensors until the
-batch ends. Every step runs the same on fake tensors (a prediction) and real ones (the CPU checks).
+`build_model`'s, the optimizers the model's own groups, inputs, autocast, decoder schedule and
+optimizer step `TrainingStep`'s methods, which `Trainer` runs (`step_harness` sets one up without a
+store), the planning cost is `Objective.cost`. The loops around them follow `Trainer._train_epoch`
+and `Evaluator.validate` line for line in what they keep alive: the previous step's inputs
+(`Trainer._last_inputs`) and output until the next ones exist, the last training inputs during
+validation, validation's previous batch during the next one's forward. Every step runs the same on fake tensors (a prediction) and real ones (the CPU checks).
 
 The reference setup (`REFERENCE`) is what the users ran before fcs: fp32, attention without a fused
 kernel, every frame decoded in every step, validation without `torch.no_grad()`.
@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import torch
 
+from fcs_train.checkpoint import RunState
 from fcs_train.config import DecoderSchedule, TrainConfig
 from fcs_train.fit.kernels import AttentionPolicy
 from fcs_train.metrics import image_metrics, z_errors
@@ -29,6 +30,8 @@ from fcs_train.models import VWorldModel, build_model, to_model_input
 from fcs_train.models.predictor import Attention
 from fcs_train.planning.config import PlanConfig
 from fcs_train.planning.objective import Objective
+from fcs_train.step_inputs import DecoderWork
+from fcs_train.training_step import TrainingStep
 
 
 @dataclass(frozen=True)
@@ -132,25 +135,21 @@ def build(cfg: TrainConfig, shape: StepShape, fake_mode: Any | None = None) -> V
 
 
 def step_harness(cfg: TrainConfig, model: VWorldModel, foreach: bool | None,
-                 device: torch.device | None = None) -> Any:
-    """A `Trainer` without a store or a loader, whose step methods (optimizers, inputs, autocast, decoder
-    schedule, optimizer step) are the real ones, on `model`'s `device` (CPU for a prediction);
-    `foreach` overrides the optimizers' setting (CUDA's default is the multi-tensor implementation,
-    this CPU's the per-parameter loop)."""
-    from fcs_train.checkpoint import RunState
-    from fcs_train.step_inputs import DecoderWork
-    from fcs_train.trainer import Trainer
-
-    t = Trainer.__new__(Trainer)
+                 device: torch.device | None = None) -> TrainingStep:
+    """The trainer's step (`TrainingStep`, whose methods `Trainer` runs: inputs, autocast, decoder
+    schedule, optimizer step) without a store or a loader, set up as `Trainer.__init__` sets it up, on
+    `model`'s `device` (CPU for a prediction); `foreach` overrides the optimizers' setting (CUDA's
+    default is the multi-tensor implementation, this CPU's the per-parameter loop)."""
+    t = TrainingStep()
     t.cfg, t.model, t.net, t.device = cfg, model, model, device or torch.device("cpu")
-    t.schedule = cfg.model.decoder.schedule if model.decoder is not None else "off"
-    t.state = RunState(decoder_trained=model.decoder is not None and t.schedule != "off")
-    if model.decoder is not None and t.schedule == "off":
+    schedule = cfg.model.decoder.schedule if model.decoder is not None else "off"
+    t.state = RunState(decoder_trained=model.decoder is not None and schedule != "off")
+    if model.decoder is not None and schedule == "off":
         model.decoder.requires_grad_(False)
     t.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
     t.scaler = torch.amp.GradScaler(t.device.type, enabled=False)  # fp16's loss scaling costs scalars only
-    t.decoder_work = DecoderWork(t.schedule, cfg.model.decoder, torch.Generator().manual_seed(cfg.train.seed * 7919 + 17))
-    groups = model.optimizer_groups(cfg.optim, decoder=t.schedule != "off")
+    t.decoder_work = DecoderWork(schedule, cfg.model.decoder, torch.Generator().manual_seed(cfg.train.seed * 7919 + 17))
+    groups = model.optimizer_groups(cfg.optim, decoder=schedule != "off")
     t.optimizers = {name: group.build(model) for name, group in groups.items()}
     if foreach is not None:
         for opt in t.optimizers.values():
@@ -185,7 +184,7 @@ def loader_batch(shape: StepShape, image_size: int, batch_size: int) -> dict[str
             "action": torch.zeros(batch_size, f, shape.frameskip * shape.action_dim)}
 
 
-def _device_inputs(trainer: Any, shape: StepShape, batch_size: int, rec: Recorder
+def _device_inputs(trainer: TrainingStep, shape: StepShape, batch_size: int, rec: Recorder
                    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """`Trainer._inputs` of a batch; the uint8 device copy dies once converted, as in the trainer."""
     with rec.label("inputs"):
@@ -195,17 +194,22 @@ def _device_inputs(trainer: Any, shape: StepShape, batch_size: int, rec: Recorde
     return obs, act
 
 
-def run_training(trainer: Any, shape: StepShape, rec: Recorder, steps: int = 2
+def run_training(trainer: TrainingStep, shape: StepShape, rec: Recorder, steps: int = 2
                  ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """`steps` optimizer steps as `Trainer._train_epoch` runs them; returns the last inputs (kept alive
-    through validation as `Trainer._last_inputs`)."""
+    through validation as `Trainer._last_inputs`).
+
+    Alive as in the trainer: the previous step's inputs (`_last_inputs`) until this step's optimizer
+    step replaces them, the previous forward's output until this one's exists, the loss sums of the
+    steps not yet logged (`PendingLosses`, read every `log.every_steps` steps)."""
     model, accum = trainer.model, trainer.cfg.train.grad_accum
     micro = min(accum, 2)
     grads = [p for p in model.parameters() if p.requires_grad]
     hooks = [p.register_post_accumulate_grad_hook(lambda p: rec.relabel(p.grad, "gradients")) for p in grads]
     model.train()
     sums: dict[str, torch.Tensor] = {}
-    obs = act = out = None
+    pending: list[dict[str, torch.Tensor]] = []
+    last = out = None
     try:
         for step in range(1, steps + 1):
             for m in range(micro):
@@ -230,17 +234,23 @@ def run_training(trainer: Any, shape: StepShape, rec: Recorder, steps: int = 2
                         if isinstance(v, torch.Tensor):
                             rec.relabel(v, "optimizer state")
             trainer.state.global_step += 1
+            last = (obs, act)
+            pending.append(sums)
+            if len(pending) >= trainer.cfg.log.every_steps:
+                pending = []
             sums = {}
+            del obs, act
     finally:
         for h in hooks:
             h.remove()
-    del out
-    return obs, act
+    del out, pending
+    return last
 
 
-def run_validation(trainer: Any, shape: StepShape, rec: Recorder, no_grad: bool = True) -> None:
-    """One validation batch as `Trainer.validate` computes it, then the prediction grid of
-    `Trainer._save_images` (`log.num_reconstruct_samples` windows, every frame decoded)."""
+def run_validation(trainer: TrainingStep, shape: StepShape, rec: Recorder, no_grad: bool = True) -> None:
+    """Validation batches as `Evaluator.validate` computes them (the second one while the first one's
+    output and inputs are still referenced, as in its loop), then the prediction grid of
+    `Evaluator.save_images` (`log.num_reconstruct_samples` windows, every frame decoded)."""
     model, cfg = trainer.model, trainer.cfg
     decode = trainer._decoding()
     model.eval()
@@ -253,15 +263,15 @@ def run_validation(trainer: Any, shape: StepShape, rec: Recorder, no_grad: bool 
             with trainer._autocast():
                 out = model(obs, act, decode_pred=decode, reconstruct=decode)
             rec.mark(f"validation batch {i} metrics")
-            values = dict(out.components)
-            values |= model.copy_last_frame_losses(out.z.float())
+            # the evaluator reads every value as a float at once: the metrics' tensors die right away
+            model.copy_last_frame_losses(out.z.float())
             z_tgt = out.z[:, model.num_pred :]
-            values |= z_errors(model, out.z_pred.float(), z_tgt.float())
+            z_errors(model, out.z_pred.float(), z_tgt.float())
             target = obs["visual"][:, model.num_pred :]
             if out.visual_pred is not None:
-                values |= image_metrics(out.visual_pred, target, "pred")
-                values |= image_metrics(out.visual_rec, obs["visual"], "rec")
-        del out, values, obs, act, z_tgt, target
+                image_metrics(out.visual_pred, target, "pred")
+                image_metrics(out.visual_rec, obs["visual"], "rec")
+        del out, obs, act, z_tgt, target
         if decode:
             rec.mark("validation images")
             obs, act = _device_inputs(trainer, shape, cfg.log.num_reconstruct_samples, rec)
