@@ -36,7 +36,7 @@ from fcs_train.checkpoint import RunState
 from fcs_train.config import TrainConfig
 from fcs_train.errors import LoaderFailure, NonFiniteLoss, TrainError
 from fcs_train.evaluation import Evaluator
-from fcs_train.fit.preflight import preflight
+from fcs_train.fit.preflight import configure_allocator, preflight
 from fcs_train.metrics import LPIPS
 from fcs_train.models import ModelSpec, VWorldModel
 from fcs_train.profiling import PROFILE_STEPS, sync, time_phases
@@ -72,6 +72,8 @@ class Trainer(TrainingStep):
         self.cfg = cfg
         if cfg.data.store is None:
             raise TrainError("data.store is not set: give an fcs store (fcs convert ... --to zarr)")
+        if cfg.train.device != "cpu":
+            configure_allocator()  # expandable segments unless the user set PYTORCH_CUDA_ALLOC_CONF; before CUDA starts
         self.info = fdist.setup(cfg.train.device)
         self.device = self.info.device
         auto = cfg.train.run_dir is None

@@ -68,3 +68,15 @@ def test_train_stops_with_one_line_when_the_run_does_not_fit(store: Path, tmp_pa
     assert res.exit_code == 1
     assert "does not fit even at batch 1" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_ignore_memory_check_turns_the_stop_into_a_warning() -> None:
+    res = runner.invoke(app, ["train", "--preset", "tiny", "--ignore-memory-check", "--print-config"])
+    assert res.exit_code == 0, res.output
+    assert "memory_check: warn" in res.output
+
+
+def test_fit_refuses_a_calibration_file_that_is_not_there(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["fit", "--preset", "tiny", "--gpu", "2GiB", "--no-table", "--calibration",
+                              str(tmp_path / "missing.json")])
+    assert res.exit_code == 1 and "missing.json" in res.output and "Traceback" not in res.output

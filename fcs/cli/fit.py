@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from fcs.cli.core import command, config_error, fail
+from fcs.cli.core import command, config_error, fail, write_json
 from fcs.cli.views import console, progress_bar
 
 
@@ -89,7 +88,7 @@ def fit(
     frameskips = _int_list(frameskip, "--frameskip") if frameskip else sorted({1, 2, 5, cfg.data.frameskip})
     quiet = json_path is not None and str(json_path) == "-"
     say = (lambda *_: None) if quiet else console.print
-    cal = load_calibration(calibration) if calibration is not None and calibration.exists() and not calibrate else None
+    cal = load_calibration(calibration) if calibration is not None and not calibrate else None
     if calibrate:
         import torch
 
@@ -153,9 +152,5 @@ def fit(
                "table": report.to_json() if report else None,
                "device_peaks": {k: budget.device_peak(getattr(own, k)) for k in ("train", "validation", "planning")},
                "fits": budget.fits_run(own)}
-        text = json.dumps(doc, indent=2, default=str)
-        if quiet:
-            sys.stdout.write(text + "\n")
-        else:
-            json_path.write_text(text)
-            say(f"wrote {json_path}")
+        write_json(json_path, json.dumps(doc, indent=2, default=str))
+        say(f"wrote {json_path}")

@@ -4,7 +4,8 @@ An OOM after minutes (or after the first validation, which peaks above training)
 prediction costs seconds on the CPU. `preflight` runs where the trainer has its data but has put
 nothing on the GPU yet:
 
-- on CUDA it first sets `PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True` unless the user set it;
+- on CUDA it sets `PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True` unless the user set it
+  (`configure_allocator`; the trainer calls it first, before its process group initialises CUDA);
 - it predicts training and validation at the run's batch size, num_hist, frameskip, image and
   frame size, and compares them with the device's memory (or `train.memory_limit`, which also makes
   the check run on a CPU);
