@@ -10,14 +10,16 @@ section starts after `--budget-s` seconds (about 8 minutes leaves time for the m
   device      the GPU: name, memory, compute capability, torch and CUDA versions, allocator setting
   calibration `fcs fit --calibrate`: real training steps and validation at three sizes (full model,
               bf16, default decoder schedule), the fit of measured against predicted reserved
-              memory, kept as this GPU's calibration file
+              memory, kept as this GPU's calibration file (a dry run fits CPU measurements, keeps none)
   peaks       predicted against measured max_memory_reserved and max_memory_allocated of training and
               validation, batch {4, 16} x num_hist {3, 6} (full model, bf16, default schedule), raw and
-              calibrated (goal: calibrated within +-10 % of the measured reserved memory)
+              calibrated (goal: calibrated within +-10 % of the measured reserved memory); the
+              README table as markdown, the device named
   reference   the users' configuration (batch 4, num_hist 6, frameskip 2) under the reference setup
               (fp32, math attention, joint decoder, validation with gradients): measured against predicted
   train_time  seconds per optimizer step (full model, batch 16, num_hist 3) per decoder schedule
-  plan_time   benchmarks/plan.py's `gpu_section(device, dry_run) -> dict` when it provides one
+  plan_time   a full-model, full-budget bf16 plan (and its warm-started successor) per planning solver:
+              benchmarks/plan.py's `time_solvers` (issue 20), skipped with a note while it has none
 
 A section is a function `(Context) -> dict` in `SECTIONS`; add one there. `--dry-run` runs every
 section's code on this CPU with the tiny preset (measurements: the live storage of the same steps
@@ -46,10 +48,14 @@ sys.path.insert(0, str(HERE.parent))
 from fcs_train.config import TrainConfig, load_config  # noqa: E402
 from fcs_train.fit import FCS, REFERENCE, Setup, StepShape, predict  # noqa: E402
 from fcs_train.fit.calibration import (  # noqa: E402
+    DEFAULT_SIZES,
     Calibration,
+    DeviceInfo,
     calibrate,
+    calibration_points,
     configure_allocator,
     device_info,
+    fit_calibration,
     measure,
     save_calibration,
 )
@@ -97,9 +103,13 @@ def section_device(ctx: Context) -> dict:
 
 
 def section_calibration(ctx: Context) -> dict:
-    if ctx.dry_run:
-        return {"skipped": "needs a GPU (calibrate() refuses without one)"}
-    cal = calibrate(ctx.cfg, device=ctx.device, progress=lambda line: print(f"  {line}", flush=True))
+    say = lambda line: print(f"  {line}", flush=True)  # noqa: E731
+    if ctx.dry_run:  # the same points and fit from this CPU's measurements; nothing kept
+        points, overhead = calibration_points(ctx.cfg, DEFAULT_SIZES, FCS, lambda c, sh, se: _measure(ctx, sh, se), say)
+        cal = fit_calibration(points, DeviceInfo(name="cpu (dry run)", total_memory=0), overhead)
+        ctx.calibration = cal
+        return {"file": None, **cal.model_dump(), "errors": cal.errors()}
+    cal = calibrate(ctx.cfg, device=ctx.device, progress=say)
     path = save_calibration(cal, ctx.out.with_name(f"calibration-{ctx.out.stem}.json"))
     save_calibration(cal)  # this machine's kept calibration too
     ctx.calibration = cal
@@ -128,12 +138,33 @@ def _compare(ctx: Context, shape: StepShape, setup: Setup) -> dict:
     return row
 
 
+def peaks_markdown(rows: list[dict], device: str) -> str:
+    """README's table of predicted against measured peaks (MiB), the device named."""
+    mib = lambda v: "-" if v is None else f"{v / MiB:,.0f}"  # noqa: E731
+    pct = lambda v: "-" if v is None else f"{v:+.1%}"  # noqa: E731
+    lines = [f"Measured on {device} (`python benchmarks/gpu.py`; full model, bf16, default decoder schedule, "
+             "frameskip 5; MiB of `max_memory_reserved`):", "",
+             "| batch | num_hist | phase | measured | predicted | calibrated | error (raw) | error (calibrated) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        for phase in ("train", "validation"):
+            p = r[phase]
+            lines.append(f"| {r['batch_size']} | {r['num_hist']} | {phase} | {mib(p['measured_reserved'])} | "
+                         f"{mib(p['predicted_reserved'])} | {mib(p['calibrated_reserved'])} | {pct(p['error_raw'])} | "
+                         f"{pct(p['error_calibrated'])} |")
+    return "\n".join(lines)
+
+
 def section_peaks(ctx: Context) -> dict:
     fs = ctx.cfg.data.frameskip
     rows = [_compare(ctx, StepShape(b, h, fs), FCS) for b, h in PEAK_CONFIGS]
     errs = [r[p]["error_calibrated"] for r in rows for p in ("train", "validation") if r[p]["error_calibrated"] is not None]
+    device = ctx.results["sections"].get("device", {}).get("name", str(ctx.device))
+    table = peaks_markdown(rows, device)
+    print(table, flush=True)
     return {"rows": rows, "max_abs_error_calibrated": max((abs(e) for e in errs), default=None),
-            "max_abs_error_raw": max(abs(r[p]["error_raw"]) for r in rows for p in ("train", "validation"))}
+            "max_abs_error_raw": max(abs(r[p]["error_raw"]) for r in rows for p in ("train", "validation")),
+            "markdown": table}
 
 
 def section_reference(ctx: Context) -> dict:
@@ -177,11 +208,25 @@ def section_train_time(ctx: Context) -> dict:
     return {"batch_size": shape.batch_size, "num_hist": shape.num_hist, "seconds_per_step": out}
 
 
+PLAN_DRY_RUN = {"samples": 4, "iterations": 1, "horizon": 2}  # the tiny preset on the CPU: the code path only
+
+
 def section_plan_time(ctx: Context) -> dict:
-    plan = _load_benchmark("plan")
-    if not hasattr(plan, "gpu_section"):
-        return {"skipped": "benchmarks/plan.py provides no gpu_section(device, dry_run)"}
-    return plan.gpu_section(ctx.device, ctx.dry_run)
+    """A full-model, full-budget (CEM 300 x 30, horizon 5) bf16 plan per planning solver, and its
+    warm-started successor (issue 20): benchmarks/plan.py's `time_solvers`, when it has one."""
+    time_solvers = getattr(_load_benchmark("plan"), "time_solvers", None)
+    if time_solvers is None:
+        return {"skipped": "benchmarks/plan.py has no time_solvers(preset, device=..., amp=...) (issue 20 adds it, "
+                           "branch i20): nothing timed"}
+    if ctx.dry_run:
+        preset, rows = "tiny", time_solvers("tiny", device="cpu", amp="off", **PLAN_DRY_RUN)
+    else:
+        preset, rows = "full", time_solvers("full", device=ctx.device.type, amp="bf16")
+    for r in rows:
+        print(f"  {r['solver']}: {r['seconds']:.3f} s per plan, warm-started {r['warm_seconds']:.3f} s, "
+              f"{r['flops'] / 1e12:.2f} TFLOP", flush=True)
+    return {"preset": preset, "amp": "off" if ctx.dry_run else "bf16", "budget": PLAN_DRY_RUN if ctx.dry_run else
+            "time_solvers' defaults (CEM 300 x 30, horizon 5)", "rows": rows}
 
 
 SECTIONS: dict[str, Callable[[Context], dict]] = {

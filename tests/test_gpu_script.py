@@ -5,9 +5,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import types
 from pathlib import Path
 
 import pytest
+import torch
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu.py"
 
@@ -36,6 +38,10 @@ def test_the_dry_run_runs_every_section_and_writes_the_json(gpu_script, tmp_path
     assert written["sections"]["reference"]["setup"] == "reference"
     assert set(written["sections"]["train_time"]["seconds_per_step"]) == {"joint", "subset", "off"}
     assert written["sections"]["calibration"] == results["sections"]["calibration"]
+    cal = written["sections"]["calibration"]
+    assert cal["file"] is None and len(cal["points"]) == 6 and cal["reserved_scale"] > 0
+    assert all(r["train"]["calibrated_reserved"] is not None for r in peaks["rows"])
+    assert "| 16 | 6 | validation |" in peaks["markdown"] and "cpu (dry run)" in peaks["markdown"]
 
 
 def test_a_failing_section_is_recorded_and_the_next_one_runs(gpu_script, tmp_path: Path,
@@ -56,3 +62,28 @@ def test_sections_past_the_budget_are_skipped(gpu_script, tmp_path: Path) -> Non
     gpu_script.main(["--dry-run", "--out", str(out), "--sections", "device,plan_time", "--budget-s", "-1"])
     sections = json.loads(out.read_text())["sections"]
     assert all("budget" in s["skipped"] for s in sections.values())
+
+
+def test_the_solver_timing_waits_for_time_solvers_and_names_what_is_missing(gpu_script, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gpu_script, "_load_benchmark", lambda name: types.SimpleNamespace())
+    ctx = gpu_script.Context(True, torch.device("cpu"), None, tmp_path / "gpu.json")
+    assert "time_solvers" in gpu_script.section_plan_time(ctx)["skipped"]
+
+
+@pytest.mark.parametrize(("dry_run", "expected"), [
+    (True, ("tiny", {"device": "cpu", "amp": "off", "samples": 4, "iterations": 1, "horizon": 2})),
+    (False, ("full", {"device": "cuda", "amp": "bf16"})),  # time_solvers' defaults: the full budget
+])
+def test_the_solver_timing_runs_the_full_model_at_the_full_budget_in_bf16_on_the_gpu(
+        gpu_script, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dry_run: bool, expected: tuple) -> None:
+    calls = []
+
+    def time_solvers(preset, **kwargs):
+        calls.append((preset, kwargs))
+        return [{"solver": "cem", "seconds": 1.0, "warm_seconds": 0.5, "flops": 1.4e15}]
+
+    monkeypatch.setattr(gpu_script, "_load_benchmark", lambda name: types.SimpleNamespace(time_solvers=time_solvers))
+    ctx = gpu_script.Context(dry_run, torch.device("cpu" if dry_run else "cuda"), None, tmp_path / "gpu.json")
+    out = gpu_script.section_plan_time(ctx)
+    assert calls == [expected] and out["rows"][0]["solver"] == "cem" and out["preset"] == expected[0]

@@ -217,6 +217,31 @@ def measure(cfg: TrainConfig, shape: StepShape, setup: Setup = FCS, device: torc
 DEFAULT_SIZES = ((2, 3), (8, 3), (4, 1))  # (batch, num_hist) of a calibration run, frameskip from the config
 
 
+Measure = Callable[[TrainConfig, StepShape, Setup], dict[str, dict[str, int]]]
+
+
+def calibration_points(cfg: TrainConfig, sizes: Sequence[tuple[int, int]], setup: Setup, measure_fn: Measure,
+                       progress: Callable[[str], None] | None = None) -> tuple[list[CalibrationPoint], int]:
+    """`sizes` measured by `measure_fn` (`measure` on a GPU) and predicted here: the points of a fit and
+    the largest memory seen outside the allocator."""
+    points, overhead = [], 0
+    for batch, num_hist in sizes:
+        shape = StepShape(batch, num_hist, cfg.data.frameskip)
+        measured = measure_fn(cfg, shape, setup)
+        pred: Prediction = predict(cfg, shape, setup)
+        for phase, est in (("train", pred.train), ("validation", pred.validation)):
+            m = measured[phase]
+            overhead = max(overhead, m.get("outside", 0))
+            points.append(CalibrationPoint(batch_size=batch, num_hist=num_hist, frameskip=shape.frameskip,
+                                           phase=phase, measured_allocated=m["allocated"],
+                                           measured_reserved=m["reserved"], predicted_allocated=est.allocated,
+                                           predicted_reserved=est.reserved, fragmentation=m.get("fragmentation", 0)))
+        if progress:
+            progress(f"batch {batch}, num_hist {num_hist}: measured {measured['train']['reserved'] / 2**30:.2f} GiB "
+                     f"reserved, predicted {pred.train.reserved / 2**30:.2f} GiB")
+    return points, overhead
+
+
 def calibrate(cfg: TrainConfig, sizes: Sequence[tuple[int, int]] = DEFAULT_SIZES, *, setup: Setup = FCS,
               device: torch.device | None = None, progress: Callable[[str], None] | None = None) -> Calibration:
     """Measure `sizes` on the GPU, predict them here, fit the calibration (not saved: `save_calibration`)."""
@@ -224,19 +249,5 @@ def calibrate(cfg: TrainConfig, sizes: Sequence[tuple[int, int]] = DEFAULT_SIZES
     if not torch.cuda.is_available():
         raise CalibrationError("calibration needs a CUDA GPU (torch.cuda.is_available() is False here)")
     device = device or torch.device("cuda", torch.cuda.current_device())
-    points, overhead = [], 0
-    for batch, num_hist in sizes:
-        shape = StepShape(batch, num_hist, cfg.data.frameskip)
-        measured = measure(cfg, shape, setup, device)
-        pred: Prediction = predict(cfg, shape, setup)
-        for phase, est in (("train", pred.train), ("validation", pred.validation)):
-            m = measured[phase]
-            overhead = max(overhead, m["outside"])
-            points.append(CalibrationPoint(batch_size=batch, num_hist=num_hist, frameskip=shape.frameskip,
-                                           phase=phase, measured_allocated=m["allocated"],
-                                           measured_reserved=m["reserved"], predicted_allocated=est.allocated,
-                                           predicted_reserved=est.reserved, fragmentation=m["fragmentation"]))
-        if progress:
-            progress(f"batch {batch}, num_hist {num_hist}: measured {measured['train']['reserved'] / 2**30:.2f} GiB "
-                     f"reserved, predicted {pred.train.reserved / 2**30:.2f} GiB")
+    points, overhead = calibration_points(cfg, sizes, setup, lambda c, sh, se: measure(c, sh, se, device), progress)
     return fit_calibration(points, device_info(device), overhead)
