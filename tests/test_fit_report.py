@@ -134,3 +134,18 @@ def test_the_report_writes_json_and_a_png(report: FitReport, tmp_path: Path) -> 
     png = save_fit_png(report, tmp_path / "fit.png")
     with Image.open(png) as im:
         assert im.format == "PNG" and im.size[0] > 1000
+
+
+def test_rows_without_accumulation_are_predicted_with_one_micro_batch(store: Path) -> None:
+    from fcs_train.fit import FCS, StepShape, predict
+
+    cfg = load_config(preset="tiny", overrides=[f"data.store={store}", "train.batch_size=4"])
+    budget = Budget("a 1GiB GPU", GIB, overhead=0, margin=0.0)
+    rep = fit_report(cfg, budget, batches=[2, 32], num_hists=[2], frameskips=[1])
+    big = next(r for r in rep.rows if r.batch_size == 32)
+    one = predict(cfg, StepShape(32, 2, 1, grad_accum=1), FCS)
+    two = predict(cfg, StepShape(32, 2, 1, grad_accum=2), FCS)
+    assert big.grad_accum == 1 and big.train == one.train.reserved
+    assert rep.predictions[32, 2, 1].train == one.train and one.train.allocated < two.train.allocated
+    assert rep.predictions[2, 2, 1].train == predict(cfg, StepShape(2, 2, 1, grad_accum=16), FCS).train
+    assert rep.largest[2] > 32 and big.planning is not None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -197,11 +197,11 @@ def _lengths_axis(episodes: Episodes | None) -> list[int]:
     return sorted({int(x) for x in np.linspace(lo, hi, min(12, hi - lo + 1)).round()})
 
 
-def _sweep(cfg: TrainConfig, shape: StepShape, setup: Setup, plan: PlanConfig) -> Sweep:
+def _sweep(cfg: TrainConfig, shape: StepShape, setup: Setup, plan: PlanConfig | None) -> Sweep:
     return Sweep(cfg, shape, setup, plan=plan)
 
 
-def sweeps(cfg: TrainConfig, shapes: dict[int, StepShape], setup: Setup, plan: PlanConfig, workers: int = 1,
+def sweeps(cfg: TrainConfig, shapes: dict[int, StepShape], setup: Setup, plan: PlanConfig | None, workers: int = 1,
            progress: Callable[[int, int], None] | None = None) -> dict[int, Sweep]:
     """A `Sweep` per num_hist, traced in `workers` processes (each CPU core traces one at a time)."""
     out: dict[int, Sweep] = {}
@@ -225,13 +225,38 @@ def sweeps(cfg: TrainConfig, shapes: dict[int, StepShape], setup: Setup, plan: P
     return {h: out[h] for h in shapes}
 
 
+class _Sweeps:
+    """The sweeps of one num_hist: one with two micro-batches traced (rows whose accumulation is > 1),
+    and, only when a row or the largest-batch search reaches batch 32 (accumulation 1, no gradients
+    kept between micro-batches), one with a single micro-batch, traced on first use without planning
+    (which does not depend on it)."""
+
+    def __init__(self, accum2: dict[int, Sweep], build_accum1: Callable[[list[int]], dict[int, Sweep]]):
+        self.by_accum: dict[int, dict[int, Sweep]] = {2: accum2}
+        self._build_accum1 = build_accum1
+
+    def need_accum1(self, num_hists: Sequence[int]) -> None:
+        missing = [h for h in num_hists if h not in self.by_accum.setdefault(1, {})]
+        if missing:
+            self.by_accum[1] |= self._build_accum1(missing)
+
+    def predict(self, h: int, b: int, f: int) -> Prediction:
+        accum = grad_accum_for(b)
+        if accum > 1:
+            return self.by_accum[2][h].predict(b, f, grad_accum=accum)
+        self.need_accum1([h])
+        pred = self.by_accum[1][h].predict(b, f, grad_accum=1)
+        return replace(pred, planning=self.by_accum[2][h].predict(2, f).planning)
+
+
 def fit_report(cfg: TrainConfig, budget: Budget, *, batches: Sequence[int], num_hists: Sequence[int],
                frameskips: Sequence[int], episodes: Episodes | None = None, setup: Setup = FCS,
                plan: PlanConfig | None = None, heatmap_batch: int | None = None, workers: int = 1,
                progress: Callable[[int, int], None] | None = None) -> FitReport:
     """The table for `cfg` on `budget`'s GPU. Rows assume the gradient accumulation that reaches an
-    effective batch of 32 (at least two micro-batches are traced when it is > 1). `workers`: processes
-    tracing the num_hist values in parallel."""
+    effective batch of 32, and are predicted with it (two micro-batches traced when it is > 1, the
+    most any number needs; one when it is 1). `workers`: processes tracing the num_hist values in
+    parallel."""
     import time
 
     t0 = time.perf_counter()
@@ -240,15 +265,21 @@ def fit_report(cfg: TrainConfig, budget: Budget, *, batches: Sequence[int], num_
     dims = {} if episodes is None else {"frame_shape": episodes.frame_shape, "proprio_dim": episodes.proprio_dim,
                                         "action_dim": episodes.action_dim}
     heatmap_batch = heatmap_batch or cfg.train.batch_size
-    shapes = {h: StepShape(2, h, frameskips[0], num_pred=num_pred, grad_accum=2, **dims) for h in num_hists}
-    sweeps_by_hist = sweeps(cfg, shapes, setup, plan, workers, progress)
+
+    def shapes(accum: int, hists: Sequence[int]) -> dict[int, StepShape]:
+        return {h: StepShape(2, h, frameskips[0], num_pred=num_pred, grad_accum=accum, **dims) for h in hists}
+
+    sw = _Sweeps(sweeps(cfg, shapes(2, num_hists), setup, plan, workers, progress),
+                 lambda hists: sweeps(cfg, shapes(1, hists), setup, None, workers))
+    if max(batches) >= EFFECTIVE_BATCH or heatmap_batch >= EFFECTIVE_BATCH:
+        sw.need_accum1(num_hists)  # traced together (in parallel), not one num_hist at a time
     report = FitReport(budget, setup.name, [], {}, heatmap_batch, _lengths_axis(episodes),
                        list(range(1, max(frameskips) + 1)), [], episodes.store if episodes else None)
     for h in num_hists:
         for f in frameskips:
             for b in batches:
                 accum = grad_accum_for(b)
-                pred = sweeps_by_hist[h].predict(b, f)
+                pred = sw.predict(h, b, f)
                 report.predictions[(b, h, f)] = pred
                 tw = vw = steps = None
                 if episodes is not None:
@@ -258,10 +289,16 @@ def fit_report(cfg: TrainConfig, budget: Budget, *, batches: Sequence[int], num_
                 report.rows.append(Row(b, h, f, accum, budget.reserved(pred.train), budget.reserved(pred.validation),
                                        plan_bytes, budget.fits_run(pred),
                                        budget.fits(pred.planning) if pred.planning else None, tw, vw, steps))
-        report.largest[h] = largest_batch(
-            lambda b, h=h: budget.fits_run(sweeps_by_hist[h].predict(b, max(frameskips))),
-            start=sweeps_by_hist[h].batches[0])
-    fits_at = {(h, f): budget.fits_run(sweeps_by_hist[h].predict(heatmap_batch, f))
+    f_max = max(frameskips)
+    start = min(s.batches[0] for s in sw.by_accum[2].values())
+    below = {h: largest_batch(lambda b, h=h: budget.fits_run(sw.predict(h, b, f_max)), upper=EFFECTIVE_BATCH - 1,
+                              start=start) for h in num_hists}
+    reach = [h for h in num_hists if below[h] == EFFECTIVE_BATCH - 1]
+    sw.need_accum1(reach)
+    for h in num_hists:
+        report.largest[h] = below[h] if h not in reach else max(below[h], largest_batch(
+            lambda b, h=h: budget.fits_run(sw.predict(h, b, f_max)), start=EFFECTIVE_BATCH))
+    fits_at = {(h, f): budget.fits_run(sw.predict(h, heatmap_batch, f))
                for h in num_hists for f in report.heatmap_frameskips}
     for f in report.heatmap_frameskips:
         report.heatmap.append([max([h for h in num_hists if fits_at[h, f] and length >= (h + num_pred) * f],
