@@ -271,7 +271,6 @@ def test_quiet_prints_nothing_but_errors(cli_store: Path) -> None:
 
 
 def _commands(group, path=()):
-    import typer.main
 
     for name, cmd in (group.commands if hasattr(group, "commands") else {}).items():
         yield (*path, name), cmd
