@@ -32,7 +32,7 @@ def _plan_config(config: Path | None, overrides: list[str] | None):
         raise typer.BadParameter(config_error(e), param_hint="--config/--set") from e
 
 
-@command(name="plan-eval")
+@command(name="plan-eval", examples=["fcs plan-eval run1.zarr --checkpoint runs/dino_wm/latest/checkpoints/best.pt", "fcs plan-eval run1.zarr --checkpoint best.pt --set cem.samples=100 --json -"])
 def plan_eval(
     store: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="an fcs store of the model's layout")],
     checkpoint: CheckpointOpt,
@@ -81,7 +81,7 @@ def plan_eval(
         console.print(f"wrote {json_path}")
 
 
-@command
+@command(examples=["fcs serve --checkpoint runs/dino_wm/latest/checkpoints/best.pt --host 0.0.0.0 --port 8765"])
 def serve(
     checkpoint: CheckpointOpt,
     host: Annotated[str, typer.Option(help="interface to listen on (0.0.0.0: every interface)")] = "127.0.0.1",
