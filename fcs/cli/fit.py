@@ -22,7 +22,11 @@ def _int_list(text: str, name: str) -> list[int]:
     return values
 
 
-@command
+@command(examples=[
+    "fcs fit --preset full --gpu 24GiB --store run1.zarr --png fit.png",
+    "fcs fit --config train.yaml --gpu 16GB --batch 4,8,16 --num-hist 3,6 --json -",
+    "fcs fit --preset full --calibrate",
+])
 def fit(
     config: Annotated[Path | None, typer.Option("--config", "-c", exists=True, dir_okay=False,
                                                 help="YAML config (as fcs train)")] = None,
