@@ -18,25 +18,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from fcs_data.errors import FcsError
 from fcs_data.schemas import Layout
 from fcs_data.schemas.store import ArrayStats
 from fcs_data.stats import normalize
 from fcs_train.models import VWorldModel, to_model_input
+from fcs_train.planning.errors import PlanCancelled, PlanInputError, PlanningError
+
+__all__ = ["PlanCancelled", "PlanInputError", "PlanningError", "PlanningModel", "load_planning_model"]
 
 CHANNEL_ORDERS = ("RGB", "BGR")
-
-
-class PlanningError(FcsError):
-    """Planning cannot start: the checkpoint, the store or the settings do not fit together."""
-
-
-class PlanInputError(PlanningError):
-    """An observation, goal or executed action the planner refuses; it says which field and why."""
-
-
-class PlanCancelled(FcsError):
-    """The plan was cancelled (a client left, or it ran past its time limit)."""
 
 
 @dataclass

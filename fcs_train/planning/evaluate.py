@@ -29,7 +29,8 @@ import torch
 from fcs_data.splits import split_episodes
 from fcs_data.store import open_store
 from fcs_data.windows import WindowDataset
-from fcs_train.planning.bundle import PlanningError, PlanningModel
+from fcs_train.planning.bundle import PlanningModel
+from fcs_train.planning.errors import PlanningError
 from fcs_train.planning.mpc import Planner
 
 BASELINES = ("planned", "oracle", "mean", "random")

@@ -29,8 +29,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fcs_train.planning.bundle import PlanInputError, PlanningModel, load_planning_model
+from fcs_train.planning.bundle import PlanningModel, load_planning_model
 from fcs_train.planning.config import PlanConfig
+from fcs_train.planning.errors import PlanInputError
 from fcs_train.planning.objective import Objective
 from fcs_train.planning.solvers import SolverResult, cem, gradient_descent
 from fcs_train.planning.space import ActionSpace

@@ -26,10 +26,12 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from fcs_train.planning.bundle import PlanCancelled, PlanInputError, PlanningModel
-from fcs_train.planning.client import PROTOCOL, WireError, pack, unpack
+from fcs_data._version import __version__
+from fcs_train.planning.bundle import PlanningModel
 from fcs_train.planning.config import PlanConfig
+from fcs_train.planning.errors import PlanCancelled, PlanInputError
 from fcs_train.planning.mpc import Planner
+from fcs_train.planning.wire import PROTOCOL, WireError, pack, unpack
 
 log = logging.getLogger("fcs.serve")
 
@@ -81,8 +83,6 @@ class PlanningServer:
         self._space = Planner(bundle, config).space  # for the metadata's bounds
 
     def metadata(self) -> dict[str, Any]:
-        from fcs import __version__
-
         cfg = self.config
         return {"type": "metadata", "protocol": PROTOCOL, "fcs": __version__, **self.bundle.describe(),
                 "planner": {"solver": cfg.solver, "horizon": cfg.horizon, "execute_steps": cfg.execute_steps,

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from fcs_train.planning.bundle import PlanCancelled, PlanningError
 from fcs_train.planning.config import CemConfig, GradientConfig
+from fcs_train.planning.errors import PlanCancelled, PlanFailed
 from fcs_train.planning.space import ActionSpace
 
 CostFn = Callable[[torch.Tensor], torch.Tensor]
@@ -51,7 +51,7 @@ class _Best:
 
     def result(self, **kw) -> SolverResult:
         if self.actions is None:
-            raise PlanningError("every candidate's rollout cost is NaN or infinite: the world model's predictions are "
+            raise PlanFailed("every candidate's rollout cost is NaN or infinite: the world model's predictions are "
                                 "not finite from this context")
         return SolverResult(self.actions, self.cost, **kw)
 

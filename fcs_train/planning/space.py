@@ -24,8 +24,8 @@ from fcs_data.schemas import Layout
 from fcs_data.schemas.layout import VectorField
 from fcs_data.schemas.store import ArrayStats
 from fcs_data.stats import STD_EPS
-from fcs_train.planning.bundle import PlanningError
 from fcs_train.planning.config import BoundsConfig
+from fcs_train.planning.errors import PlanningError
 
 POSITION_KINDS = ("position", "position_start", "position_end")
 _DIM = re.compile(r"^([a-z][a-z0-9_]*)(?:\[(\d+)\])?$")
