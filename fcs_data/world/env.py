@@ -9,11 +9,12 @@ An episode is a scene of the synthetic dataset the spec names (same generator, r
 table texture; episode indices from `EPISODE_BASE` on, never in a dataset) at one of its logged
 steps, and the goal is the scene `goal_steps` logged steps later along its scripted pick-and-place
 motion: a goal image and a goal EE position, reachable, and at least `min_goal_distance` away. A
-place task is one in which a cube moves between the start and the goal. `step` applies the layout's
+place task is one in which a cube ends further than `success_radius` from where it starts. `step` applies the layout's
 action semantics (`scene.py`): v1 joint and finger targets, or the end of an EE segment through IK
 and the gripper command. Success is measured here, by the world, never by a model: the EE within
 `success_radius` of the goal EE position and, in a place task, each moved cube within it of its goal.
-Everything is deterministic from the reset seed.
+Everything is deterministic from the reset seed. `reset(options={"episode": i, "length": n})` poses the
+task on episode i (of n logged steps) of the dataset instead, e.g. to compare with the dataset itself.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ _DRAWS = 200  # (episode, start) draws before a reset gives up
 
 @dataclass(frozen=True)
 class Task:
-    """One episode's task. start, goal: logged steps of the scripted episode; moved: cubes that must end
-    at goal_cubes; kind: "place" when a cube moves, else "reach"."""
+    """One episode's task. start, goal: logged steps of the scripted episode; moved: the cubes that must be
+    carried to their goal_cubes position; kind: "place" when there is one, else "reach"."""
 
     episode: int
     length: int
@@ -82,7 +83,8 @@ class CubeWorld(gym.Env):
         self.render_mode = "rgb_array"
         self.observation_space = spaces.Dict({
             "image": spaces.Box(0, 255, (size, size, 3), np.uint8),
-            "proprio": spaces.Box(-np.inf, np.inf, (3,), np.float64),
+            "proprio": spaces.Box(np.array([-REACH, -REACH, -0.1]), np.array([REACH, REACH, REACH + 0.333]), (3,),
+                                  np.float64),
         })
         self.action_space = self._action_space()
         self.state: SceneState | None = None
@@ -105,23 +107,26 @@ class CubeWorld(gym.Env):
         return spaces.Box(lo, hi, dtype=np.float64)
 
     # -- episodes --------------------------------------------------------------------------------------
-    def _pose_task(self) -> Task:
+    def _pose_task(self, episode: int | None = None, length: int | None = None) -> Task:
+        """A task on a drawn synthetic episode (or on `episode` of `length` logged steps, when given)."""
         spec, rng = self.world_spec, self.np_random
-        for _ in range(_DRAWS):
-            episode = EPISODE_BASE + int(rng.integers(0, 2**31 - EPISODE_BASE))
-            length = int(rng.integers(spec.min_len, spec.max_len + 1))
-            traj, idx, _ = episode_trajectory(self.layout, length, spec.dataset_seed, episode)
-            starts = [s for s in range(length - spec.goal_steps) if self._poses_a_task(traj, idx, s)]
+        for _ in range(1 if episode is not None else _DRAWS):
+            index = episode if episode is not None else EPISODE_BASE + int(rng.integers(0, 2**31 - EPISODE_BASE))
+            n = length if length is not None else int(rng.integers(spec.min_len, spec.max_len + 1))
+            traj, idx, _ = episode_trajectory(self.layout, n, spec.dataset_seed, index)
+            starts = [s for s in range(n - spec.goal_steps) if self._poses_a_task(traj, idx, s)]
             if not starts:
                 continue
             s = int(starts[int(rng.integers(len(starts)))])
             g = s + spec.goal_steps
             cubes0, cubes1 = traj.cubes[idx[s]], traj.cubes[idx[g]]
-            moved = tuple(int(i) for i in np.flatnonzero(np.linalg.norm(cubes1 - cubes0, axis=1) > 0.01))
+            far = np.linalg.norm(cubes1 - cubes0, axis=1) > spec.success_radius  # cubes that must be carried
+            moved = tuple(int(i) for i in np.flatnonzero(far))
             self._trajectory, self._script = (traj, idx), None
-            return Task(episode, length, s, g, traj.ee_pos[idx[g]].copy(), cubes1.copy(), moved)
-        raise WorldError(f"no episode of {spec.min_len}..{spec.max_len} steps has a goal {spec.goal_steps} steps ahead "
-                         f"at least {spec.min_goal_distance} m from its start; lower min_goal_distance or goal_steps")
+            return Task(index, n, s, g, traj.ee_pos[idx[g]].copy(), cubes1.copy(), moved)
+        which = f"episode {episode}" if episode is not None else f"no episode of {spec.min_len}..{spec.max_len} steps"
+        raise WorldError(f"{which} has no goal {spec.goal_steps} steps ahead at least {spec.min_goal_distance} m from "
+                         "its start; lower min_goal_distance or goal_steps")
 
     def _poses_a_task(self, traj: Trajectory, idx: np.ndarray, s: int) -> bool:
         g = s + self.world_spec.goal_steps
@@ -143,7 +148,12 @@ class CubeWorld(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
-        self.task = self._pose_task()
+        options = options or {}
+        unknown = set(options) - {"episode", "length"}
+        if unknown:
+            raise WorldError(f"reset options {sorted(unknown)}: the world takes episode and length (a synthetic "
+                             "episode of the dataset to pose the task on)")
+        self.task = self._pose_task(options.get("episode"), options.get("length"))
         self.renderer.rng = np.random.default_rng([self.world_spec.dataset_seed, 2**33, self.task.episode])
         self.state = self.scene_at(self.task.start)
         self.steps = 0

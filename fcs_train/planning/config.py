@@ -158,6 +158,25 @@ class PlanConfig(_Section):
         return f"gradient descent, {gd}"
 
 
+# Solvers compared by `fcs plan-eval --closed-loop --solvers ...`: overrides applied to the configured planner.
+SOLVER_PRESETS: dict[str, tuple[str, ...]] = {
+    "cem": ("solver=cem",),  # the configured CEM (default 300 x 30, the users' planner)
+    "cem-warm": ("solver=cem", "cem.warm_iterations=3", "cem.warm_sigma_init=0.5"),
+    "icem": ("solver=icem", "icem.warm_iterations=3", "icem.warm_sigma_init=0.5"),
+    "cem-gd": ("solver=cem_gd", "cem.samples=100", "cem.topk=10", "cem.iterations=5", "gd.restarts=4", "gd.steps=10",
+               "gd.lr=0.05"),
+}
+
+
+def solver_configs(base: PlanConfig, names: list[str]) -> dict[str, PlanConfig]:
+    """`{name: base with the preset's overrides}` for preset names (SOLVER_PRESETS)."""
+    unknown = [n for n in names if n not in SOLVER_PRESETS]
+    if unknown:
+        raise ValueError(f"unknown solver preset(s) {', '.join(unknown)}; presets: {', '.join(SOLVER_PRESETS)}")
+    return {name: load_validated(PlanConfig, base.model_dump(mode="json"), None, list(SOLVER_PRESETS[name]))
+            for name in names}
+
+
 def load_plan_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> PlanConfig:
     """The YAML file (if any), then `section.key=value` overrides (e.g. `cem.samples=100`), validated."""
     return load_validated(PlanConfig, {}, path, overrides)
