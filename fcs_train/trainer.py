@@ -39,6 +39,7 @@ from fcs_train.checkpoint import load_checkpoint, rng_state, save_checkpoint, se
 from fcs_train.config import TrainConfig
 from fcs_train.metrics import LPIPS, image_metrics, z_errors
 from fcs_train.models import PARTS, VWorldModel, build_model, to_model_input
+from fcs_train.planning.during_training import PlanSelection, plan_eval_due, plan_eval_during_training
 from fcs_train.plots import save_prediction_grid
 from fcs_train.runlog import RunLog
 
@@ -209,6 +210,7 @@ class Trainer:
         self.epoch, self.global_step, self.step_in_epoch = 1, 0, 0
         self.best_val_loss = math.inf
         self.val_metrics: dict[str, float] = {}  # the last validation's, kept in checkpoints
+        self.plan_best = PlanSelection(cfg.train.select_by)  # planning hook (issue 20): best.pt by a planning figure
         if resume:
             self._resume()
         else:
@@ -351,6 +353,7 @@ class Trainer:
             "store": {"path": str(self.store.path), "fingerprint": self.fingerprint},
             "norm_stats": {k: v.model_dump() for k, v in stats.items()},
             "best_val_loss": self.best_val_loss,
+            "plan_best": self.plan_best.score,  # planning hook (issue 20)
             "decoder_trained": self.decoder_trained,
             "layout": self.store.layout.model_dump(mode="json"),
             "image_stats": self._image_stats(),
@@ -406,6 +409,7 @@ class Trainer:
         self.decoder_trained = bool(ckpt.get("decoder_trained", self.decoder_trained))
         self.epoch, self.global_step = ckpt["epoch"], ckpt["global_step"]
         self.step_in_epoch, self.best_val_loss = ckpt["step_in_epoch"], ckpt["best_val_loss"]
+        self.plan_best.score = ckpt.get("plan_best")  # planning hook (issue 20)
         self.val_metrics = dict(ckpt.get("val_metrics") or {})
         rng = ckpt["rng"]
         if self.info.rank > 0:
@@ -749,6 +753,10 @@ class Trainer:
                 self.val_metrics = val
                 self.log.record("val", {"step": self.global_step, "epoch": self.epoch, **val})
                 row |= {f"val_{k}": v for k, v in val.items()}
+        if plan_eval_due(cfg.train, self.epoch, stopped):  # planning hook (issue 20): figures into the row and logs
+            plan = plan_eval_during_training(self.model, self.store, self.train_ds.stats, cfg, self.device, self.info)
+            self.log.record("plan", {"step": self.global_step, "epoch": self.epoch, **plan})
+            row |= plan
         if self.info.is_main and (stopped or self.epoch % cfg.log.png_every_epochs == 0):
             self._save_images()
         if self.info.is_main and not self._profiled:
@@ -769,6 +777,9 @@ class Trainer:
         val_loss = row.get("val_loss")
         if val_loss is not None and val_loss < self.best_val_loss:
             self.best_val_loss = val_loss
+            if cfg.train.select_by == "val_loss":
+                names.append("best")
+        if cfg.train.select_by != "val_loss" and self.plan_best.improved(row):  # planning hook (issue 20)
             names.append("best")
         self._save("latest", *names)
         self._boundary_rng = self._rng_snapshot()
