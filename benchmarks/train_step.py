@@ -35,6 +35,7 @@ from fcs_data.converters.to_zarr import convert_to_zarr
 from fcs_data.loader import collate_windows
 from fcs_data.synth import synthesize
 from fcs_train.config import load_config
+from fcs_train.step_inputs import model_inputs
 from fcs_train.trainer import Trainer
 
 SCHEDULES = ("joint", "subset", "every_n", "off")
@@ -58,10 +59,10 @@ def sync(trainer: Trainer) -> None:
 def step(trainer: Trainer, obs: dict, act: torch.Tensor) -> None:
     """One training step exactly as `Trainer._train_epoch` runs it (one micro-batch)."""
     with trainer._autocast():
-        out = trainer.net(obs, act, **trainer._decoder_work(act.shape[0], act.shape[1]))
+        out = trainer.net(obs, act, **trainer._decoder_kwargs(act.shape[0], act.shape[1]))
     trainer.scaler.scale(out.loss).backward()
     trainer._optimizer_step()
-    trainer.global_step += 1
+    trainer.state.global_step += 1
 
 
 def time_schedules(trainer: Trainer, obs: dict, act: torch.Tensor, steps: int) -> dict[str, float]:
@@ -74,26 +75,26 @@ def time_schedules(trainer: Trainer, obs: dict, act: torch.Tensor, steps: int) -
         trainer.model.load_state_dict(model0)
         for k, v in trainer.optimizers.items():
             v.load_state_dict(opt0[k])
-        trainer.schedule = schedule
-        trainer.global_step = 0
+        trainer.decoder_work.schedule = schedule
+        trainer.state.global_step = 0
         step(trainer, obs, act)  # warm-up
         n = steps * (every_n if schedule == "every_n" else 1)
-        trainer.global_step = 0
+        trainer.state.global_step = 0
         sync(trainer)
         t0 = time.perf_counter()
         for _ in range(n):
             step(trainer, obs, act)
         sync(trainer)
         out[schedule] = (time.perf_counter() - t0) / n
-    trainer.schedule = trainer.cfg.model.decoder.schedule
+    trainer.decoder_work.schedule = trainer.cfg.model.decoder.schedule
     return out
 
 
 def peak_memory_gb(trainer: Trainer, batch: int, schedule: str) -> tuple[float, float]:
     """Peak CUDA memory of a training step and of validation at `batch` windows."""
     items = [trainer.train_ds[i % len(trainer.train_ds)] for i in range(batch)]
-    obs, act = trainer._inputs(collate_windows(items))
-    trainer.schedule = schedule
+    obs, act = model_inputs(collate_windows(items), trainer.device, trainer.cfg.model.image_size)
+    trainer.decoder_work.schedule = schedule
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     step(trainer, obs, act)
@@ -146,7 +147,7 @@ def main() -> None:
             trainer = make_trainer(preset, store, tmp / preset, args.batch)
             cfg = trainer.cfg
             items = [trainer.train_ds[i] for i in range(args.batch)]
-            obs, act = trainer._inputs(collate_windows(items))
+            obs, act = model_inputs(collate_windows(items), trainer.device, trainer.cfg.model.image_size)
             seconds = time_schedules(trainer, obs, act, args.steps)
             print(f"\n{preset}: batch {args.batch} windows of {cfg.data.num_hist + cfg.data.num_pred} frames, "
                   f"image {cfg.model.image_size}, subset {cfg.model.decoder.subset_frames} frame(s) per window, "

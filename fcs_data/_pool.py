@@ -13,9 +13,10 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any
 
-from fcs_data.errors import FcsError
+from fcs_data.errors import WorkerDied
 
 
 def default_workers() -> int:
@@ -28,8 +29,27 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-class WorkerDied(FcsError):
-    """A worker process ended without a result (killed for memory, or a crash in a native library)."""
+def unguarded_main_script() -> str | None:
+    """The running script's path when it has no module-level `if __name__ == "__main__":` test.
+
+    Worker processes started with forkserver or spawn import the main script; without the guard they
+    run its work again, and fail while bootstrapping. None for `python -m fcs`, a REPL or a notebook.
+    """
+    import ast
+    import sys
+
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is None or getattr(getattr(main, "__spec__", None), "name", "").startswith(("fcs", "pytest")):
+        return None
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.If) and "__name__" in ast.unparse(node.test) and "__main__" in ast.unparse(node.test):
+            return None
+    return str(path)
 
 
 class WorkerPool:
@@ -56,8 +76,15 @@ class WorkerPool:
         try:
             yield from results
         except BrokenProcessPool as e:
+            script = unguarded_main_script()
+            if script is not None:
+                raise WorkerDied(
+                    f"worker processes could not start: {script} runs its code at import time, without an "
+                    "`if __name__ == \"__main__\":` guard, and every worker process imports it (Python's "
+                    "forkserver/spawn start methods); put the calls that start work under that guard",
+                    cause=str(e)) from e
             raise WorkerDied("a worker process died without a result, most often killed for memory (see dmesg); "
-                             "run again with fewer --workers") from e
+                             "run again with fewer --workers", cause=str(e)) from e
 
     def close(self, cancel: bool = False) -> None:
         if self._executor is not None:

@@ -1,13 +1,18 @@
 """Exceptions that name the file (and where possible the episode and field) they are about.
 
-Every error fcs raises on purpose is an `FcsError`. They pickle intact (attributes included), so
-one raised in a worker process reaches the parent as itself, not as a `BrokenProcessPool`.
+Every error fcs raises on purpose is an `FcsError`, and every one the data library can raise is
+defined here (`fcs_train.errors` holds the training and planning ones). They pickle intact
+(attributes included), so one raised in a worker process reaches the parent as itself, not as a
+`BrokenProcessPool`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fcs_data.schemas import ValidationReport
 
 
 def _rebuild(cls: type[FcsError], args: tuple, state: dict[str, Any]) -> FcsError:
@@ -42,6 +47,18 @@ class UnreadableFileError(FcsError):
         super().__init__(f"{path}: cannot be read: {reason}")
 
 
+class DatasetError(UnreadableFileError):
+    """A dataset of a source file is missing, of the wrong kind (group, link, no data), dtype or shape.
+
+    `path` is the file, `dataset` the dataset's name inside it, `problem` what was found and
+    `expected` what the layout declares.
+    """
+
+    def __init__(self, path: str | Path, dataset: str, problem: str, expected: str = ""):
+        self.dataset, self.problem, self.expected = dataset, problem, expected
+        super().__init__(path, f"dataset {dataset!r} {problem}" + (f"; expected {expected}" if expected else ""))
+
+
 class SourceError(FcsError):
     """A logger dataset is not what its layout declares."""
 
@@ -70,5 +87,52 @@ class NonFiniteDataError(StoreError):
     """A valid step of a store holds NaN or Inf where training reads it."""
 
 
+class DetectionError(SourceError):
+    """No built-in layout matches the dataset (`mismatches`: each built-in layout's first mismatch in words),
+    or more than one does (`matches`); `path` is the dataset."""
+
+    def __init__(self, message: str, path: str | Path = "", mismatches: dict[str, str] | None = None,
+                 matches: list[str] | None = None):
+        super().__init__(message)
+        self.path, self.mismatches, self.matches = str(path), dict(mismatches or {}), list(matches or [])
+
+
+class WorkerDied(FcsError):
+    """A worker process ended without a result: killed for memory, a crash in a native library, or a
+    script without a `__main__` guard that every worker re-runs. `cause` is what the pool reported."""
+
+    def __init__(self, message: str, cause: str = ""):
+        self.cause = cause
+        super().__init__(message)
+
+
 class LockedError(FcsError):
     """Another process holds the lock on an output (a second `fcs convert` to the same OUT)."""
+
+
+class ConversionRefused(FcsError):
+    """The validator found errors; `report` says which."""
+
+    def __init__(self, message: str, report: ValidationReport):
+        super().__init__(message)
+        self.report = report
+
+
+class VerificationFailed(FcsError):
+    """`verify` found a value in the store that differs from the source."""
+
+
+class ResumeMismatch(FcsError):
+    """`--resume` found an `OUT.partial` made from another source, layout or options."""
+
+
+class ConversionIOError(FcsError):
+    """Writing the store failed (a full disk, a lost mount, permissions); `OUT.partial` was kept."""
+
+
+class WrongInputError(FcsError):
+    """A command was given a path of another kind than it reads (a store where a dataset belongs, ...)."""
+
+    def __init__(self, path: str | Path, kind: str, expected: str, message: str):
+        self.path, self.kind, self.expected = str(path), kind, expected
+        super().__init__(message)

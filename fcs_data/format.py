@@ -1,7 +1,8 @@
 """The store's on-disk layout: the one module that knows array paths, chunk files, codecs and versions.
 
 The writer (`converters`), the readers (`_chunks`, `store`) and the validator take every path,
-chunk shape and codec from here; docs/FORMAT.md describes the same thing in words.
+chunk shape and codec from here, and the set of arrays a store of a layout holds from
+`store_arrays(layout)`; docs/FORMAT.md describes the same thing in words.
 
 Format 2 (written by this fcs):
 
@@ -22,9 +23,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fcs_data.schemas.codec import Codec
+
+if TYPE_CHECKING:
+    from fcs_data.schemas.layout import Layout
 
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
@@ -73,6 +77,39 @@ def camera_array(camera: str | None) -> str:
 def step_array(name: str) -> str:
     """Array of a per-step metadata field of the layout (e.g. `data/frame_index`)."""
     return f"{DATA}/{name}"
+
+
+@dataclass(frozen=True)
+class StoreArray:
+    """One array of a store of some layout: how readers name it, where it lives, what one row is.
+
+    name      `rgb` (the observation's camera), `rgb_<camera>`, `state`, `action`, a per-step field
+    path      `data/rgb`, `data/rgb_<camera>`, `data/state`, ...
+    row_shape `(H, W, 3)` for frames, `(S,)` / `(A,)` for state / action, `()` for a per-step field
+    camera    the camera of a frame array (None for rows)
+    """
+
+    name: str
+    path: str
+    row_shape: tuple[int, ...]
+    dtype: str
+    camera: str | None = None
+
+    @property
+    def is_frames(self) -> bool:
+        return self.camera is not None
+
+
+def store_arrays(layout: Layout) -> dict[str, StoreArray]:
+    """Every array a store of `layout` holds besides `meta/episode_ends`, by reader name: the one list
+    the writer creates, the reader opens and the validator checks."""
+    obs = layout.observation
+    arrays = [StoreArray("rgb", RGB, obs.shape, "uint8", obs.camera),
+              *(StoreArray(f"rgb_{c.name}", camera_array(c.name), c.shape, "uint8", c.name) for c in layout.cameras),
+              StoreArray("state", STATE, (layout.state_dim,), "float32"),
+              StoreArray("action", ACTION, (layout.action_dim,), "float32"),
+              *(StoreArray(f, step_array(f), (), "int64") for f in layout.step_fields)]
+    return {a.name: a for a in arrays}
 
 
 def chunk_key(array: str, index: int, ndim: int) -> str:

@@ -10,38 +10,64 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
-from torch.utils.data._utils.collate import default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+
+from fcs_data.watchdog import LoaderWatchdog, WatchedCollate, WatchedDataset, WorkerInit
 
 
 class SeededSampler(Sampler[int]):
-    """Shuffled (or sequential) indices whose order is a function of `(seed, epoch)` only.
+    """This rank's indices of an epoch, in an order that is a function of `(seed, epoch)` only.
 
-    Each `iter()` uses the current epoch and then advances it, so the order does not depend on
-    how many workers there are, whether they persist, or what else drew random numbers; `set_epoch`
-    puts it anywhere (the trainer does, to resume mid-run). Mirrors `DistributedSampler`.
+    The one sampling rule of fcs (`make_loader` and `fcs train` both use it): an epoch's order is
+    `torch.randperm(length)` drawn from a generator seeded with `seed + epoch` (the rule of torch's
+    `DistributedSampler`, so runs keep their order), or `0 .. length - 1` without shuffling; rank
+    `rank` of `world_size` takes positions `rank, rank + world_size, ...` of it, after cutting it to a
+    multiple of `world_size` when `drop_last` (every rank then takes as many steps), else the ranks'
+    shares differ by at most one (validation: every index once over all ranks).
+
+    Each `iter()` uses the current epoch and then advances it, so the order does not depend on how
+    many workers there are, whether they persist, or what else drew random numbers; `set_epoch` puts
+    it anywhere, and `resume_at(n)` starts the next epoch after its first `n` indices (a resume in
+    the middle of an epoch).
     """
 
-    def __init__(self, length: int, seed: int = 0, shuffle: bool = True):
+    def __init__(self, length: int, seed: int = 0, shuffle: bool = True, *, rank: int = 0, world_size: int = 1,
+                 drop_last: bool = False):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
         self.length, self.seed, self.shuffle = length, seed, shuffle
+        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
         self.epoch = 0
+        self._skip = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __len__(self) -> int:
-        return self.length
+    def resume_at(self, position: int) -> None:
+        """The next epoch yields its indices from `position` on (those before were trained on)."""
+        self._skip = position
 
-    def __iter__(self):
-        epoch = self.epoch
-        self.epoch += 1
-        if not self.shuffle:
-            return iter(range(self.length))
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return iter(torch.randperm(self.length, generator=g).tolist())
+    @property
+    def epoch_length(self) -> int:
+        """Indices this rank yields in a whole epoch."""
+        total = self.length - self.length % self.world_size if self.drop_last else self.length
+        return len(range(self.rank, total, self.world_size))
+
+    def __len__(self) -> int:
+        return self.epoch_length - self._skip
+
+    def __iter__(self) -> Iterator[int]:
+        epoch, skip = self.epoch, self._skip
+        self.epoch, self._skip = epoch + 1, 0
+        if self.shuffle:
+            order = torch.randperm(self.length, generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
+        else:
+            order = list(range(self.length))
+        total = self.length - self.length % self.world_size if self.drop_last else self.length
+        return iter(order[self.rank : total : self.world_size][skip:])
 
 
 def collate_windows(items: list[dict]) -> dict:
@@ -51,9 +77,10 @@ def collate_windows(items: list[dict]) -> dict:
     return {"visual": visual, **rest}
 
 
-def worker_init(worker_id: int) -> None:
-    """One intra-op thread per worker: N workers on N cores, no oversubscription."""
-    torch.set_num_threads(1)
+class WatchedLoader(DataLoader):
+    """A `DataLoader` whose workers report to `watchdog` (None when it has no workers)."""
+
+    watchdog: LoaderWatchdog | None = None
 
 
 def make_loader(
@@ -71,13 +98,14 @@ def make_loader(
     multiprocessing_context: str | None = None,
     timeout: float = 0.0,
     collate_fn: Callable | None = None,
-) -> DataLoader:
+) -> WatchedLoader:
     """A DataLoader for `WindowDataset` (or `ReferenceAdapter`) items.
 
-    `sampler` (e.g. a `DistributedSampler`) replaces the seeded shuffle. `multiprocessing_context`
+    `sampler` (e.g. a `SeededSampler` of one rank) replaces the seeded shuffle. `multiprocessing_context`
     may be "fork", "forkserver" or "spawn"; the dataset is safe under all three. `timeout` (s)
     bounds the wait for one batch from a worker (0 waits forever). `collate_fn` defaults to
-    `collate_windows` for a `WindowDataset` and to PyTorch's default otherwise.
+    `collate_windows` for a `WindowDataset` and to PyTorch's default otherwise. With workers, the
+    loader's `watchdog` (`LoaderWatchdog`) tells which worker is stuck or gone.
     """
     generator = torch.Generator().manual_seed(seed)  # worker base seeds: never the global RNG
     if sampler is None:
@@ -85,21 +113,25 @@ def make_loader(
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
     workers = num_workers > 0
-    return DataLoader(
-        dataset,
+    collate = collate_fn or (collate_windows if _yields_dicts(dataset) else default_collate)
+    watchdog = LoaderWatchdog(num_workers, multiprocessing_context) if workers else None
+    loader = WatchedLoader(
+        WatchedDataset(dataset, watchdog) if watchdog else dataset,
         batch_size=batch_size,
         sampler=sampler,
         drop_last=drop_last,
         num_workers=num_workers,
-        collate_fn=collate_fn or (collate_windows if _yields_dicts(dataset) else None),
+        collate_fn=WatchedCollate(collate, watchdog) if watchdog else collate,
         pin_memory=pin_memory,
-        worker_init_fn=worker_init if workers else None,
+        worker_init_fn=WorkerInit(watchdog) if watchdog else None,
         persistent_workers=(workers if persistent_workers is None else persistent_workers) and workers,
         prefetch_factor=prefetch_factor if workers else None,
         multiprocessing_context=multiprocessing_context if workers else None,
         generator=generator,
         timeout=timeout if workers else 0.0,
     )
+    loader.watchdog = watchdog
+    return loader
 
 
 def _yields_dicts(dataset: Dataset) -> bool:

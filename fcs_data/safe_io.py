@@ -7,17 +7,17 @@ raises `UnsafePickleError` naming the file and the refused global, before it can
 
 from __future__ import annotations
 
-import _compat_pickle
-import io
 import pickle
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fcs_data.errors import UnreadableFileError, UnsafePickleError
+from fcs_data.errors import FcsError, UnreadableFileError, UnsafePickleError
+from fcs_data.pickle_scan import AllowlistUnpickler
 
 _PLAIN_GLOBALS: frozenset[tuple[str, str]] = frozenset(
     {
@@ -41,19 +41,11 @@ _PLAIN_GLOBALS: frozenset[tuple[str, str]] = frozenset(
 _NUMPY_DTYPE_MODULES = ("numpy.dtypes", "numpy")
 
 
-class _PlainDataUnpickler(pickle.Unpickler):
-    def __init__(self, file: io.BufferedIOBase, path: Path):
-        super().__init__(file)
-        self._path = path
-
-    def find_class(self, module: str, name: str) -> Any:
-        # protocol <= 2 pickles name Python 2 modules (__builtin__.set); judge the Python 3 names
-        if (module, name) in _compat_pickle.NAME_MAPPING:
-            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
-        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+class _PlainDataUnpickler(AllowlistUnpickler):
+    def resolve(self, module: str, name: str) -> Any:
         if (module, name) in _PLAIN_GLOBALS or (module in _NUMPY_DTYPE_MODULES and name.endswith("DType")):
-            return super().find_class(module, name)
-        raise UnsafePickleError(self._path, f"global {module}.{name}")
+            return pickle.Unpickler.find_class(self, module, name)
+        return None
 
 
 def load_pickle(path: str | Path) -> Any:
@@ -62,32 +54,62 @@ def load_pickle(path: str | Path) -> Any:
     try:
         with path.open("rb") as f:
             return _PlainDataUnpickler(f, path).load()
-    except UnsafePickleError:
+    except (FcsError, FileNotFoundError):
         raise
-    except FileNotFoundError:
-        raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
+    except Exception as e:  # unpickling a user's bytes can raise anything; it means "unreadable"
         raise UnreadableFileError(path, f"{type(e).__name__}: {e}") from e
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def load_failure(path: str | Path, e: BaseException) -> UnreadableFileError | UnsafePickleError:
+    """What a failed `torch.load(path, weights_only=True)` means, in words that name the file.
+
+    torch reports a file cut off while being written or copied as an "internal miniz error", and any
+    other undecodable file with advice to retry with `weights_only=False`: never advice to give
+    about a file from a user. A refused global is `UnsafePickleError`; everything else is
+    `UnreadableFileError` saying truncated, corrupt, empty, or not a torch.save file.
+    """
+    path = Path(path)
+    text = _ANSI.sub("", str(e))
+    refused = re.search(r"GLOBAL ([\w.]+)", text) if isinstance(e, pickle.UnpicklingError) else None
+    if refused:
+        return UnsafePickleError(path, f"global {refused.group(1)}")
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError:
+        size, head = -1, b""
+    if size == 0:
+        return UnreadableFileError(path, "the file is empty")
+    if head.startswith(b"PK"):
+        if "central directory" in text or isinstance(e, OSError | EOFError):
+            return UnreadableFileError(path, f"truncated: its zip archive ends early ({size:,} bytes); the file was "
+                                             "cut off while being written or copied; write or copy it again")
+        return UnreadableFileError(path, "corrupt: its zip archive fails its own checks; write or copy it again")
+    if head.startswith(b"\x80"):
+        if isinstance(e, EOFError | IndexError) or "ran out of input" in text.lower():
+            return UnreadableFileError(path, f"truncated: the pickle ends early ({size:,} bytes)")
+        reason = next((line.strip() for line in text.splitlines() if line.strip().startswith("Unsupported")), "")
+        return UnreadableFileError(path, "not a torch.save file of tensors" + (f" ({reason})" if reason else ""))
+    return UnreadableFileError(path, "not a torch.save file (neither a zip archive nor a pickle)")
+
+
 def _load_weights_only(path: Path, *, mmap: bool = False) -> Any:
-    """`torch.load(weights_only=True)` whose failures name the file: `UnsafePickleError` for a
-    global outside torch's allow-list, `UnreadableFileError` for anything that does not decode."""
+    """`torch.load(weights_only=True)` whose failures name the file (`load_failure`)."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     use_mmap = mmap and zipfile.is_zipfile(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=use_mmap)
-    except pickle.UnpicklingError as e:
-        # torch's message is a paragraph; the line that matters names the global or the bad opcode
-        refused = re.search(r"GLOBAL ([\w.]+)", str(e))
-        if refused:
-            raise UnsafePickleError(path, f"global {refused.group(1)}") from e
-        reason = next((line.strip() for line in str(e).splitlines() if line.strip().startswith("Unsupported")),
-                      str(e).strip().splitlines()[0] if str(e).strip() else "")
-        raise UnreadableFileError(path, f"not a torch.save file ({reason})") from e
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError) as e:
-        raise UnreadableFileError(path, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+        with warnings.catch_warnings():  # a plain pickle given as a .pth: torch warns, fcs reports what it holds
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=use_mmap)
+    except (FcsError, FileNotFoundError):
+        raise
+    except Exception as e:  # torch.load of a user's bytes can raise anything; it means "unreadable"
+        raise load_failure(path, e) from e
 
 
 def load_tensor(path: str | Path, *, mmap: bool = False) -> torch.Tensor:

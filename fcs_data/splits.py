@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 Split = Literal["train", "val", "all"]
 DEFAULT_SPLIT_RATIO = 0.9
@@ -35,3 +36,16 @@ def split_episodes(episodes: Sequence[int] | np.ndarray, split: Split, split_rat
     if len(ids) >= 2 and split_ratio < 1:
         n_train = min(max(n_train, 1), len(ids) - 1)
     return np.sort(perm[:n_train] if split == "train" else perm[n_train:])
+
+
+class EpisodeSplit(BaseModel):
+    """The split a run used (`split_episodes` with these settings); the defaults are the store's default split."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ratio: float = Field(default=DEFAULT_SPLIT_RATIO, gt=0, le=1)
+    seed: int = DEFAULT_SPLIT_SEED
+
+    def episodes(self, num_episodes: int, split: Split) -> np.ndarray:
+        """The sorted episode ids of `split` among a store's `num_episodes` episodes."""
+        return split_episodes(range(num_episodes), split, self.ratio, self.seed)

@@ -1,4 +1,5 @@
-"""Normalisation statistics: per-dimension moments and quantiles, per-channel image moments.
+"""Normalisation statistics (per-dimension moments and quantiles, per-channel image moments) and the
+`Normalizer` that applies them.
 
 Statistics are always taken over valid steps only (never the zero padding of the logger), over
 finite rows only (one NaN must not make every normalised batch NaN), and in float64, so the mean of
@@ -7,10 +8,15 @@ a million float32 rows does not drift.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict
 
 from fcs_data.schemas.store import ArrayStats, ImageStats
+
+NormalizedField = Literal["action", "proprio"]
 
 STD_EPS = 1e-6  # added to std when normalising (DINO-WM convention)
 
@@ -63,11 +69,40 @@ def image_stats(hist: np.ndarray) -> ImageStats:
     return ImageStats(mean=mean.tolist(), std=np.sqrt(np.maximum(var, 0)).tolist(), count=int(count[0]))
 
 
+def moments(stats: ArrayStats) -> tuple[np.ndarray, np.ndarray]:
+    """`(mean, std + 1e-6)` as float32 `(D,)`: the one normalisation, `(x - mean) / (std + 1e-6)`, in the
+    precision the training windows feed the model."""
+    return np.asarray(stats.mean, np.float32), (np.asarray(stats.std, np.float64) + STD_EPS).astype(np.float32)
+
+
 def normalize(x: np.ndarray, stats: ArrayStats) -> np.ndarray:
-    """`(x - mean) / (std + 1e-6)`, float32."""
-    return ((x - np.asarray(stats.mean)) / (np.asarray(stats.std) + STD_EPS)).astype(np.float32)
+    """`(x - mean) / (std + 1e-6)` of `x (..., D)`, float32."""
+    mean, scale = moments(stats)
+    return (np.asarray(x, np.float32) - mean) / scale
 
 
 def unnormalize(x: np.ndarray, stats: ArrayStats) -> np.ndarray:
-    """Inverse of `normalize`."""
+    """Inverse of `normalize` (computed in float64), float32."""
     return (np.asarray(x, np.float64) * (np.asarray(stats.std) + STD_EPS) + np.asarray(stats.mean)).astype(np.float32)
+
+
+class Normalizer(BaseModel):
+    """The z-normalisation of a model's action and proprio inputs: the training split's statistics.
+
+    A checkpoint keeps the one its model was trained with, so planning and evaluation normalise
+    exactly as the training windows did. Actions are normalised per raw dim `(..., A)`; packed
+    actions `(..., T, fs * A)` go through `WindowSpec.unpack` / `pack`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    action: ArrayStats
+    proprio: ArrayStats
+
+    def normalize(self, field: NormalizedField, x: np.ndarray) -> np.ndarray:
+        """Raw `(..., D)` -> normalised float32."""
+        return normalize(x, getattr(self, field))
+
+    def unnormalize(self, field: NormalizedField, x: np.ndarray) -> np.ndarray:
+        """Normalised `(..., D)` -> raw float32."""
+        return unnormalize(x, getattr(self, field))

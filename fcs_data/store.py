@@ -26,17 +26,14 @@ from pydantic import ValidationError
 from fcs_data._chunks import ArrayReader
 from fcs_data.errors import StoreError
 from fcs_data.format import (
-    ACTION,
     EPISODE_ENDS,
     EPISODES_ATTR,
     FORMAT_VERSION,
     META,
     PARTIAL_ATTR,
-    RGB,
     ROOT_ATTR,
-    STATE,
-    camera_array,
-    step_array,
+    StoreArray,
+    store_arrays,
 )
 from fcs_data.schemas import Layout
 from fcs_data.schemas.store import EpisodeMeta, StoreMetadata, StoreStats
@@ -153,9 +150,7 @@ class Store:
                              f"{self.metadata.num_episodes} episodes")
         self.episode_ends = np.asarray(ends.read(0, ends.shape[0]), dtype=np.int64)
         ends.close()
-        layout = self.metadata.layout
-        self.arrays = {"rgb": RGB, **{f"rgb_{c.name}": camera_array(c.name) for c in layout.cameras},
-                       "state": STATE, "action": ACTION, **{f: step_array(f) for f in layout.step_fields}}
+        self.arrays: dict[str, StoreArray] = store_arrays(self.metadata.layout)
         self._check_shapes()
 
     def _check_shapes(self) -> None:
@@ -175,9 +170,9 @@ class Store:
         self._open_readers()
         for name, array in self.arrays.items():
             shape = self._readers[name].shape
-            expected = (m.num_frames, *self.row_shape(name))
+            expected = (m.num_frames, *array.row_shape)
             if tuple(shape) != expected:
-                raise StoreError(f"{self.path}: {array} has shape {tuple(shape)}, expected {expected} "
+                raise StoreError(f"{self.path}: {array.path} has shape {tuple(shape)}, expected {expected} "
                                  f"from {EPISODE_ENDS} and the layout")
 
     def __getstate__(self) -> dict:
@@ -233,9 +228,31 @@ class Store:
         except ValidationError as e:
             raise StoreError(f"{path}: per-episode metadata is invalid: {e.errors()[0]['msg']}") from None
 
+    def content_key(self, episodes: Sequence[int] | np.ndarray | None = None) -> str:
+        """A hash of what `episodes` (all by default) hold: the layout their rows were stored in, and each
+        episode's content hash (its source files and state/action rows, kept by the converter) and
+        length. Equal for two conversions of the same data in the same layout, wherever and whenever
+        they were written; different as soon as one episode differs."""
+        chosen = range(self.num_episodes) if episodes is None else np.asarray(episodes, np.int64).tolist()
+        meta = self.episode_meta
+        if len(meta) != self.num_episodes:
+            raise StoreError(f"{self.path}: meta has {len(meta)} episode records for {self.num_episodes} episodes; "
+                             f"run `fcs validate {self.path}`")
+        blob = json.dumps([self.layout.model_dump(mode="json"), [meta[e].content_hash for e in chosen],
+                           self.episode_lengths[list(chosen)].tolist()])
+        return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
+
     @cached_property
-    def fingerprint(self) -> str:
-        """Identifies this store's contents (not its path): checkpoints and caches key on it."""
+    def identity(self) -> str:
+        """What this store holds (`content_key` of every episode): checkpoints record it, and `--resume`,
+        `fcs train-decoder` and `fcs plan-eval` compare it to tell the store a model was trained on."""
+        return self.content_key()
+
+    @cached_property
+    def legacy_fingerprint(self) -> str:
+        """The identity checkpoints of fcs <= 0.2 (format 1) recorded: a hash of the creation time and
+        the episode ends, which two stores converted in the same second with equal lengths share.
+        Compared only with such checkpoints (`StoreRef.matches`), so they still resume."""
         m = self.metadata
         blob = json.dumps([m.provenance.created, m.num_frames, m.num_episodes, self.episode_ends.tolist()])
         return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
@@ -247,13 +264,9 @@ class Store:
 
     def row_shape(self, name: str) -> tuple[int, ...]:
         """Shape of one row of array `name` (`rgb`, `rgb_<camera>`, `state`, `action`, a per-step field)."""
-        if name == "rgb":
-            return tuple(self.metadata.frame_shape)
-        if name.startswith("rgb_"):
-            return next(c.shape for c in self.layout.cameras if f"rgb_{c.name}" == name)
-        if name in ("state", "action"):
-            return (self.layout.state_dim if name == "state" else self.layout.action_dim,)
-        return ()
+        if name not in self.arrays:
+            raise KeyError(f"{self.path} has no array {name!r} (arrays: {', '.join(self.arrays)})")
+        return self.arrays[name].row_shape
 
     def where(self, start: int, stop: int) -> str:
         """Rows `[start, stop)` in a user's words: `episode 3 (frames 20..99), episode 4 (frames 0..27)`."""
@@ -273,7 +286,7 @@ class Store:
     def _open_readers(self) -> None:
         if self._pid == os.getpid():
             return
-        self._readers = {name: ArrayReader(self.path, array, where=self.where, verify=self.verify)
+        self._readers = {name: ArrayReader(self.path, array.path, where=self.where, verify=self.verify)
                          for name, array in self.arrays.items()}
         self._pid = os.getpid()
 
@@ -286,11 +299,11 @@ class Store:
 
     def frames_name(self, camera: str | None = None) -> str:
         """The array name of a camera's frames: `rgb` for the observation's camera (or None)."""
-        if camera is None or camera == self.layout.observation.camera:
-            return "rgb"
-        if camera not in self.cameras:
+        camera = camera or self.layout.observation.camera
+        name = next((a.name for a in self.arrays.values() if a.camera == camera), None)
+        if name is None:
             raise KeyError(f"{self.path} has no camera {camera!r} (cameras: {', '.join(self.cameras)})")
-        return f"rgb_{camera}"
+        return name
 
     def read_frames(self, frame_ids: np.ndarray, out: np.ndarray | None = None, camera: str | None = None
                     ) -> np.ndarray:

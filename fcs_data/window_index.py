@@ -28,11 +28,6 @@ def windows_per_episode(lengths: np.ndarray | list[int], num_frames: int, frames
     return np.maximum(lengths - num_frames * frameskip + 1, 0)
 
 
-def frames_needed(num_frames: int, frameskip: int) -> int:
-    """Shortest episode that serves one window."""
-    return num_frames * frameskip
-
-
 class WindowIndex:
     """All windows of a set of episodes, as arithmetic on per-episode arrays.
 

@@ -21,8 +21,6 @@ and a few small arrays; each process opens its own file handles on first use.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -36,46 +34,40 @@ from fcs_data import _cache
 from fcs_data.errors import NonFiniteDataError, StoreError
 from fcs_data.schemas.store import ArrayStats
 from fcs_data.splits import DEFAULT_SPLIT_RATIO, DEFAULT_SPLIT_SEED, Split, split_episodes
-from fcs_data.stats import STD_EPS, normalize, training_stats, unnormalize
+from fcs_data.stats import Normalizer, training_stats
 from fcs_data.store import Store
-from fcs_data.window_index import ListedWindowIndex, WindowIndex, frames_needed
+from fcs_data.window_index import ListedWindowIndex, WindowIndex
+from fcs_data.window_spec import WindowSpec
 
 log = logging.getLogger("fcs_data")
 
 
-def norm_stats(store: Store, train_episodes: np.ndarray) -> dict[str, ArrayStats]:
-    """Action and proprio statistics over the valid, finite steps of `train_episodes`.
+def training_normalizer(store: Store, train_episodes: np.ndarray) -> Normalizer:
+    """The `Normalizer` of action and proprio statistics over the valid, finite steps of `train_episodes`.
 
     The default split's statistics were computed by the converter and live in the store's metadata;
     any other split is computed here (one pass over its low-dimensional rows) and remembered in the
-    user cache (`fcs_data._cache`), keyed by the layout and the episodes' content hashes. Nothing is written into the store.
+    user cache (`fcs_data._cache`), keyed by what they depend on, `Store.content_key` of those episodes
+    (the layout and their content hashes). Nothing is written into the store.
     """
     episodes = np.asarray(train_episodes, np.int64)
     stored = store.metadata.norm_stats
     if stored is not None and stored.train_episodes == episodes.tolist():
-        return {"action": stored.action, "proprio": stored.proprio}
-    if len(store.episode_meta) != store.num_episodes:
-        raise StoreError(f"{store.path}: meta has {len(store.episode_meta)} episode records for "
-                         f"{store.num_episodes} episodes; run `fcs validate {store.path}`")
-    # what the statistics depend on: the layout the rows were stored in and those episodes' contents
-    # (not the fingerprint, which two stores converted in the same second with equal lengths share)
-    blob = json.dumps([store.layout.model_dump(mode="json"),
-                       [store.episode_meta[e].content_hash for e in episodes.tolist()],
-                       store.episode_lengths[episodes].tolist()])
-    key = hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
+        return Normalizer(action=stored.action, proprio=stored.proprio)
+    key = store.content_key(episodes)
     cached = _cache.load("norm_stats", key)
     if cached is not None:
         try:
-            return {k: ArrayStats.model_validate(cached[k]) for k in ("action", "proprio")}
-        except (KeyError, ValueError):
+            return Normalizer.model_validate(cached)
+        except ValueError:
             pass  # an old or damaged entry: recompute
     starts, ends = store.episode_starts[episodes], store.episode_ends[episodes]
     rows = list(zip(starts.tolist(), ends.tolist(), strict=True))
     state = np.concatenate([store.read_rows("state", a, b) for a, b in rows])
     action = np.concatenate([store.read_rows("action", a, b) for a, b in rows])
-    stats = training_stats(state, action, store.layout.proprio_slice)
-    _cache.save("norm_stats", key, {k: v.model_dump() for k, v in stats.items()})
-    return stats
+    normalizer = Normalizer(**training_stats(state, action, store.layout.proprio_slice))
+    _cache.save("norm_stats", key, normalizer.model_dump())
+    return normalizer
 
 
 class WindowDataset(torch.utils.data.Dataset):
@@ -119,8 +111,10 @@ class WindowDataset(torch.utils.data.Dataset):
         self._verify = opened.verify
         self._store: Store | None = opened
         self._pid = os.getpid()
+        self.spec = WindowSpec(num_hist=num_hist, num_pred=num_pred, frameskip=frameskip,
+                               action_dim=opened.layout.action_dim)
         self.num_hist, self.num_pred, self.frameskip = num_hist, num_pred, frameskip
-        self.num_frames = num_hist + num_pred
+        self.num_frames = self.spec.num_frames
         self.split, self.split_ratio, self.seed, self.normalize = split, split_ratio, seed, normalize
         layout = opened.layout
         self.proprio_slice = (layout.proprio_slice.start, layout.proprio_slice.stop)
@@ -137,7 +131,7 @@ class WindowDataset(torch.utils.data.Dataset):
             raise IndexError(f"episodes must be in 0..{opened.num_episodes - 1}")
         chosen = split_episodes(pool, split, split_ratio, seed)
         lengths = opened.episode_lengths[chosen]
-        need = frames_needed(self.num_frames, frameskip)
+        need = self.spec.raw_steps
         short = lengths < need
         self.excluded_episodes = {int(e): int(n) for e, n in zip(chosen[short], lengths[short], strict=True)}
         if self.excluded_episodes:
@@ -153,9 +147,9 @@ class WindowDataset(torch.utils.data.Dataset):
             self.index = self._gap_filtered(opened, max_frame_gap)
 
         train = chosen if split in ("train", "all") else split_episodes(pool, "train", split_ratio, seed)
-        self.stats = norm_stats(opened, train) if len(train) else None
-        self._action_mean, self._action_std = self._moments("action")
-        self._proprio_mean, self._proprio_std = self._moments("proprio")
+        if not len(train):
+            raise StoreError(f"{self.store_path}: no training episodes to take normalisation statistics from")
+        self.normalizer = training_normalizer(opened, train)
 
         self._frames: dict[str, torch.Tensor] = {}
         self._frame_pos: np.ndarray | None = None
@@ -196,27 +190,26 @@ class WindowDataset(torch.utils.data.Dataset):
         return ListedWindowIndex(self.index.episodes, store.episode_starts[self.index.episodes], starts)
 
     # -- normalisation ---------------------------------------------------------------------------
-    def _moments(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        if self.stats is None:
-            raise StoreError(f"{self.store_path}: no training episodes to take normalisation statistics from")
-        s = self.stats[name]
-        return np.asarray(s.mean, np.float32), (np.asarray(s.std, np.float64) + STD_EPS).astype(np.float32)
+    @property
+    def stats(self) -> dict[str, ArrayStats]:
+        """The training split's `{"action", "proprio"}` statistics (`normalizer`'s)."""
+        return {"action": self.normalizer.action, "proprio": self.normalizer.proprio}
+
+    def _packed(self, fn, action: np.ndarray | torch.Tensor) -> np.ndarray:
+        """`fn` applied per raw action of packed actions `(..., fs * A)`."""
+        a = np.atleast_2d(np.asarray(action, np.float32))
+        return self.spec.pack(fn("action", self.spec.unpack(a))).reshape(np.shape(action))
 
     def unnormalize_action(self, action: np.ndarray | torch.Tensor) -> np.ndarray:
         """`(..., fs * A)` normalised actions -> raw units, `(..., fs * A)`."""
-        a = np.asarray(action, np.float32)
-        assert self.stats is not None
-        raw = unnormalize(a.reshape(*a.shape[:-1], -1, self.action_dim), self.stats["action"])
-        return raw.reshape(a.shape)
+        return self._packed(self.normalizer.unnormalize, action)
 
     def unnormalize_proprio(self, proprio: np.ndarray | torch.Tensor) -> np.ndarray:
-        assert self.stats is not None
-        return unnormalize(np.asarray(proprio, np.float32), self.stats["proprio"])
+        return self.normalizer.unnormalize("proprio", np.asarray(proprio, np.float32))
 
     def normalize_action(self, action: np.ndarray) -> np.ndarray:
-        assert self.stats is not None
-        a = np.asarray(action, np.float32)
-        return normalize(a.reshape(*a.shape[:-1], -1, self.action_dim), self.stats["action"]).reshape(a.shape)
+        """`(..., fs * A)` raw actions -> normalised, `(..., fs * A)`."""
+        return self._packed(self.normalizer.normalize, action)
 
     # -- per-process store ------------------------------------------------------------------------
     @property
@@ -302,12 +295,12 @@ class WindowDataset(torch.utils.data.Dataset):
         if not (np.isfinite(action).all() and np.isfinite(proprio).all()):
             raise self._nonfinite(episode, start, action, proprio)
         if self.normalize:
-            proprio = (proprio - self._proprio_mean) / self._proprio_std
-            action = (action - self._action_mean) / self._action_std
+            proprio = self.normalizer.normalize("proprio", proprio)
+            action = self.normalizer.normalize("action", action)
         item = {
             "visual": visual,
             "proprio": torch.from_numpy(np.ascontiguousarray(proprio, np.float32)),
-            "action": torch.from_numpy(np.ascontiguousarray(action, np.float32).reshape(n, fs * self.action_dim)),
+            "action": torch.from_numpy(self.spec.pack(np.ascontiguousarray(action, np.float32))),
             "state": torch.from_numpy(np.ascontiguousarray(state)),
             "episode": episode,
             "start": start,
@@ -319,14 +312,13 @@ class WindowDataset(torch.utils.data.Dataset):
     def _nonfinite(self, episode: int, start: int, action: np.ndarray, proprio: np.ndarray) -> NonFiniteDataError:
         """The error for a window whose action or proprio rows hold NaN/Inf, naming episode, step and field."""
         layout = self.store.layout
-        fs = self.frameskip
         bad_a = np.argwhere(~np.isfinite(action))
         if len(bad_a):
             row, col = (int(v) for v in bad_a[0])
             step, group, fields, dim = start + row, "action", layout.action, col
         else:
             row, col = (int(v) for v in np.argwhere(~np.isfinite(proprio))[0])
-            step, group, fields, dim = start + row * fs, "state", layout.state, self.proprio_slice[0] + col
+            step, group, fields, dim = start + self.spec.raw_step(row), "state", layout.state, self.proprio_slice[0] + col
         name = next((f.name for f in fields if f.start <= dim < f.stop), "?")
         value = action[row, col] if group == "action" else proprio[row, col]
         return NonFiniteDataError(

@@ -15,7 +15,14 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from fcs_data.schemas.layout import merge_mappings
+from fcs_data.mappings import merge_mappings
+from fcs_train.overrides import (
+    REFERENCE_KEYS,
+    apply_overrides,
+    check_keys,
+    load_yaml_mapping,
+    parse_overrides,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -117,7 +124,9 @@ class OptimConfig(_Section):
 
 
 class TrainSection(_Section):
-    run_dir: Path = Path("runs/dino_wm")
+    run_dir: Path | None = Field(default=None, description="None: a new runs/<run_name>/<YYYY-MM-DD_HH-MM-SS> per run "
+                                                             "(with --resume: the one runs/<run_name>/latest is)")
+    run_name: str = Field(default="dino_wm", pattern=r"^[A-Za-z0-9_.-]+$", description="runs/<run_name>/...")
     epochs: int = Field(default=100, ge=1)
     max_steps: int | None = Field(default=None, ge=1, description="stop after this many optimiser steps")
     batch_size: int = Field(default=32, ge=1, description="per process")
@@ -134,6 +143,9 @@ class TrainSection(_Section):
     init_optimizers: bool = Field(default=False, description="with init_from: also continue its optimizer states "
                                                              "and epoch count (fcs train --resume-from-reference)")
     loader_timeout: float = Field(default=300.0, ge=0, description="seconds to wait for a batch (0: forever)")
+    stall_timeout: float = Field(default=900.0, ge=0, description="seconds without a batch or a step before the run "
+                                                                 "is stopped with a diagnosis and a checkpoint "
+                                                                 "(0: never)")
     # planning evaluation during training (fcs_train.planning.during_training)
     plan_eval_every: int | None = Field(
         default=None, ge=1, description="epochs between planning evaluations: closed loop in the reference world for "
@@ -159,6 +171,10 @@ class LogConfig(_Section):
     tensorboard: bool = False
     wandb: bool = False
     wandb_project: str = "fcs"
+    wandb_entity: str | None = Field(default=None, description="W&B team or user (None: your default)")
+    wandb_name: str | None = Field(default=None, description="W&B run name (None: W&B picks one)")
+    wandb_group: str | None = Field(default=None, description="W&B group, e.g. one per experiment")
+    wandb_tags: list[str] = Field(default_factory=list, description="W&B tags")
     print_every_steps: int = Field(default=10, ge=1)
     every_steps: int = Field(default=10, ge=1, description="read the training losses from the device (one sync) "
                                                            "and record them every k steps")
@@ -184,34 +200,31 @@ def _preset_data(name: str) -> dict[str, Any]:
     return yaml.safe_load(resources.files("fcs_train").joinpath("presets", f"{name}.yaml").read_text()) or {}
 
 
-def _set(data: dict, dotted: str) -> None:
-    if "=" not in dotted:
-        raise ValueError(f"--set {dotted!r}: expected section.key=value")
-    key, raw = dotted.split("=", 1)
-    parts = key.strip().split(".")
-    node = data
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise ValueError(f"--set {dotted!r}: {p!r} is not a section")
-    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
-
-
 def load_config(path: str | Path | None = None, *, preset: str | None = None,
-                overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """Preset (if any), then the YAML file (if any), then `section.key=value` overrides, validated."""
-    return load_validated(TrainConfig, _preset_data(preset) if preset else {}, path, overrides)
+                overrides: list[str] | tuple[str, ...] = (), notes: list[str] | None = None) -> TrainConfig:
+    """Preset (if any), then the YAML file (if any), then `key=value` overrides, validated.
+
+    Overrides may use the reference DINO-WM's names (`frameskip=5`, `training.batch_size=8`); each
+    mapping is appended to `notes` as `frameskip -> data.frameskip`. `ConfigInputError` (a ValueError)
+    for a malformed file or override or a key that names no setting, with the nearest valid key.
+    """
+    return load_validated(TrainConfig, _preset_data(preset) if preset else {}, path, overrides,
+                          aliases=REFERENCE_KEYS, notes=notes)
 
 
 def load_validated(model: type[M], base: dict[str, Any], path: str | Path | None,
-                   overrides: list[str] | tuple[str, ...]) -> M:
-    """`base`, then the YAML file (if any), then `section.key=value` overrides, validated as `model`."""
+                   overrides: list[str] | tuple[str, ...], *, aliases: dict[str, str | None] | None = None,
+                   notes: list[str] | None = None) -> M:
+    """`base`, then the YAML file (if any), then `key=value` overrides, validated as `model`."""
     data = base
     if path is not None:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: a config file holds one mapping")
+        loaded = load_yaml_mapping(path)
+        check_keys(loaded, model, str(path))
         data = merge_mappings(data, loaded)
-    for o in overrides:
-        _set(data, o)
-    return model.model_validate(data)
+    parsed = parse_overrides(overrides, model, aliases)
+    if notes is not None:
+        for o in parsed:
+            if o.renamed:
+                notes.append(f"{o.given_as}={o.text} -> {o.key}={o.text} (the reference's name)" if o.key else
+                             f"{o.given_as}={o.text}: ignored, fcs reads the layout from the store")
+    return model.model_validate(apply_overrides(data, parsed, model))

@@ -20,18 +20,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fcs_data.errors import FcsError
-from fcs_data.splits import split_episodes
+from fcs_data.splits import EpisodeSplit
 from fcs_data.store import Store
 from fcs_train.checkpoint import load_checkpoint, load_world_model, save_checkpoint
 from fcs_train.config import load_config
+from fcs_train.errors import DecoderTrainingError
 from fcs_train.metrics import image_metrics
 from fcs_train.models import DECODER_LATENT_LOSS_WEIGHT, VWorldModel, to_model_input
 from fcs_train.plots import save_prediction_grid
-
-
-class DecoderTrainingError(FcsError):
-    pass
+from fcs_train.run_dir import RunDir
 
 
 @dataclass
@@ -64,27 +61,29 @@ def train_decoder(run_dir: str | Path, *, steps: int = 1000, batch_size: int | N
                   lr: float | None = None, seed: int = 0, device: str = "auto",
                   progress: Callable[[int, int, float], None] | None = None) -> DecoderRun:
     """Train the decoder of the run in `run_dir` for `steps` steps and write it into its checkpoints."""
-    run_dir = Path(run_dir)
-    ckpt_dir = run_dir / "checkpoints"
-    latest = ckpt_dir / "latest.pt"
-    if not latest.exists():
-        raise DecoderTrainingError(f"{run_dir}: no checkpoints/latest.pt; train the world model first (fcs train)")
-    cfg = load_config(run_dir / "config.yaml")
+    run = RunDir(Path(run_dir))
+    if not run.latest.exists():
+        raise DecoderTrainingError(f"{run.root}: no {run.latest.relative_to(run.root)}; train the world model first "
+                                   "(fcs train)")
+    cfg = load_config(run.config)
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
-    model, ckpt = load_world_model(latest, dev)
+    model, ckpt = load_world_model(run.latest, dev)
     if model.decoder is None:
-        raise DecoderTrainingError(f"{run_dir}: the model has no decoder (model.decoder.enabled is false)")
-    store = Store(ckpt["store"]["path"])
-    if store.fingerprint != ckpt["store"]["fingerprint"]:
-        raise DecoderTrainingError(f"{store.path} is not the store {run_dir} was trained on")
-    d = cfg.data
-    train_frames = _frames(store, split_episodes(range(store.num_episodes), "train", d.split_ratio, d.split_seed))
-    val_frames = _frames(store, split_episodes(range(store.num_episodes), "val", d.split_ratio, d.split_seed))
+        raise DecoderTrainingError(f"{run.root}: the model has no decoder (model.decoder.enabled is false)")
+    if ckpt.store is None:
+        raise DecoderTrainingError(f"{run.latest} records no store (imported from the reference?)")
+    store = Store(ckpt.store.path)
+    if not ckpt.store.matches(store):
+        raise DecoderTrainingError(f"{store.path} is not the store {run.root} was trained on")
+    d, split = cfg.data, ckpt.split or EpisodeSplit()
+    train_frames = _frames(store, split.episodes(store.num_episodes, "train"))
+    val_frames = _frames(store, split.episodes(store.num_episodes, "val"))
     batch_size = batch_size or cfg.train.batch_size * (d.num_hist + d.num_pred)
     decoder = model.decoder.train()
     decoder.requires_grad_(True)
-    opt = torch.optim.Adam(decoder.parameters(), lr=lr or cfg.optim.decoder_lr)
+    # the run's decoder optimizer (Adam, named parameters: its state goes into the checkpoints)
+    opt = model.optimizer_groups(cfg.optim)["decoder"].build(model, **({"lr": lr} if lr else {}))
     rng = np.random.default_rng(seed)
     t0, losses = time.perf_counter(), []
     for step in range(1, steps + 1):
@@ -116,21 +115,19 @@ def train_decoder(run_dir: str | Path, *, steps: int = 1000, batch_size: int | N
         tokens, visual = _batch(model, store, picks[:8], dev)
         images, _ = decoder(tokens)
     n = len(picks)
-    save_prediction_grid(run_dir / "images" / "decoder.png", visual.transpose(0, 1), None,
-                         images.unsqueeze(0), num_pred=1)
+    save_prediction_grid(run.decoder_image, visual.transpose(0, 1), None,
+                         images.unsqueeze(0), num_pred=1, title=f"fcs train-decoder, {steps} steps: validation frames",
+                         samples=["validation frames"], columns=[f"frame {j}" for j in range(visual.shape[0])])
     written = []
-    state = {k: v.detach().cpu() for k, v in decoder.state_dict().items()}
-    for path in sorted(ckpt_dir.glob("*.pt")):
-        if ".rank" in path.name:
-            continue
+    weights = {k: v.detach().cpu() for k, v in decoder.state_dict().items()}
+    for path in run.run_checkpoints():
         other = load_checkpoint(path)
-        if "model" not in other or "decoder" not in other["model"]:
+        if "decoder" not in other.weights:
             continue
-        other["model"]["decoder"] = state
-        other.setdefault("optimizers", {})["decoder"] = opt.state_dict()
-        other["decoder_trained"] = True
-        other["val_metrics"] = {**(other.get("val_metrics") or {}), "decoder_recon_loss_reconstructed": sum(recon) / n}
-        save_checkpoint({k: v for k, v in other.items() if k != "fcs_checkpoint"}, path)
+        metrics = {**other.state.val_metrics, "decoder_recon_loss_reconstructed": sum(recon) / n}
+        save_checkpoint(other.model_copy(update={
+            "weights": {**other.weights, "decoder": weights}, "optimizers": {**other.optimizers, "decoder": opt.state_dict()},
+            "state": other.state.model_copy(update={"decoder_trained": True, "val_metrics": metrics})}), path)
         written.append(path)
     return DecoderRun(steps, float(np.mean(losses[-max(1, steps // 10):])), sum(recon) / n, sum(ssim) / n,
                       sum(psnr) / n, time.perf_counter() - t0, written)

@@ -79,3 +79,12 @@ def mean_tensor(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     out = values.detach().to(info.device if info.device.type == "cuda" else "cpu", torch.float64).clone()
     dist.all_reduce(out)
     return out / info.world_size
+
+
+def broadcast_from_main(info: DistInfo, value: str) -> str:
+    """Rank 0's `value` on every rank (e.g. the run directory rank 0 chose); as is without DDP."""
+    if not info.distributed:
+        return value
+    box = [value if info.is_main else None]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return str(box[0])

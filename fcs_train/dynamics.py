@@ -13,16 +13,16 @@ difference), so the rows compare directly with a run's metrics.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
 from fcs_data.schemas.store import ArrayStats
-from fcs_data.splits import split_episodes
+from fcs_data.splits import EpisodeSplit
 from fcs_data.stats import normalize
 from fcs_data.store import Store
-from fcs_data.windows import norm_stats
+from fcs_data.windows import training_normalizer
+from fcs_train.checkpoint import RunCheckpoint
 from fcs_train.models import VWorldModel, to_model_input
 
 
@@ -76,15 +76,13 @@ def embedding_change(model: VWorldModel, store: Store, proprio_stats, *, episode
     return out
 
 
-def checkpoint_split(store: Store, ckpt: dict[str, Any]) -> tuple[np.ndarray, ArrayStats]:
+def checkpoint_split(store: Store, ckpt: RunCheckpoint) -> tuple[np.ndarray, ArrayStats]:
     """`(episodes, proprio statistics)` for measuring a checkpoint's data: the validation episodes of
-    its split (all episodes when it had none) and its proprio statistics (else its train split's)."""
-    data = (ckpt.get("config") or {}).get("data", {})
-    ratio, seed = data.get("split_ratio", 0.9), data.get("split_seed", 42)
-    pool = range(store.num_episodes)
-    episodes = split_episodes(pool, "val", ratio, seed)
+    its split (the store's default split when it records none; all episodes when that has no validation
+    episode) and its proprio statistics (else its split's training statistics)."""
+    split = ckpt.split or EpisodeSplit()
+    episodes = split.episodes(store.num_episodes, "val")
     if len(episodes) == 0:
         episodes = np.arange(store.num_episodes)
-    if ckpt.get("norm_stats"):
-        return episodes, ArrayStats.model_validate(ckpt["norm_stats"]["proprio"])
-    return episodes, norm_stats(store, split_episodes(pool, "train", ratio, seed))["proprio"]
+    normalizer = ckpt.normalizer or training_normalizer(store, split.episodes(store.num_episodes, "train"))
+    return episodes, normalizer.proprio

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from fcs_data.safe_io import load_state_dict
-from fcs_train.checkpoint import load_weights_into
+from fcs_train.weights import load_weights_into
 
 
 def z_error_slices(num_hist: int, num_pred: int) -> dict[str, slice]:
@@ -41,6 +40,8 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
 
 def image_metrics(pred: torch.Tensor, target: torch.Tensor, prefix: str) -> dict[str, torch.Tensor]:
     """SSIM and PSNR (data range 1) of `pred` vs `target`, both in [-1, 1]."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
     p, t = _unit(pred), _unit(target)
     return {
         f"{prefix}_ssim": structural_similarity_index_measure(p, t, data_range=1.0),

@@ -8,35 +8,52 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
-from torchvision.utils import make_grid, save_image
+
+from fcs_data.preview import labelled_grid
+
+
+def _frames(t: torch.Tensor) -> list[np.ndarray]:
+    """`(k, 3, S, S)` in [-1, 1] -> k frames `(S, S, 3)` uint8."""
+    x = ((t.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return list(x.permute(0, 2, 3, 1).cpu().numpy())
 
 
 def save_prediction_grid(path: Path, visual: torch.Tensor, pred: torch.Tensor | None, rec: torch.Tensor | None,
-                         num_pred: int) -> Path:
-    """Per sample three rows of F frames: ground truth, prediction (shifted to its target), reconstruction.
+                         num_pred: int, *, title: str, samples: list[str] | None = None,
+                         num_hist: int | None = None, columns: list[str] | None = None) -> Path:
+    """Per sample up to three labelled rows of F frames: ground truth, prediction (shifted to the frame it
+    predicts), reconstruction; columns name each frame as context or target; `title` says what and when.
 
-    visual `(B, F, 3, S, S)`, pred `(B, num_hist, 3, S, S)`, rec `(B, F, 3, S, S)`, all in [-1, 1].
-    Frames a row has no image for are left grey.
+    visual `(B, F, 3, S, S)`, pred `(B, num_hist, 3, S, S)`, rec `(B, F, 3, S, S)`, all in [-1, 1];
+    `samples` names each window (e.g. `episode 3, start 40`), `columns` replaces the frame labels.
+    Cells with no image are grey.
     """
-    f = visual.shape[1]
-    grey = torch.zeros_like(visual[:, :1])
-    rows = [visual]
-    if pred is not None:
-        rows.append(torch.cat([grey.expand(-1, num_pred, -1, -1, -1), pred], dim=1)[:, :f])
-    if rec is not None:
-        rows.append(rec)
-    grid = torch.stack(rows, dim=1).reshape(-1, *visual.shape[2:])  # (B * rows * F, 3, S, S)
+    b, f = visual.shape[:2]
+    hist = num_hist if num_hist is not None else f - num_pred
+    rows, labels = [], []
+    for i in range(b):
+        name = samples[i] if samples else f"sample {i}"
+        rows.append(_frames(visual[i]))
+        labels.append(f"{name}: ground truth")
+        if pred is not None:
+            rows.append([None] * num_pred + _frames(pred[i])[: f - num_pred])
+            labels.append(f"{name}: prediction")
+        if rec is not None:
+            rows.append(_frames(rec[i]))
+            labels.append(f"{name}: reconstruction")
+    cols = columns or [f"frame {j} ({'context' if j < hist else 'target'})" for j in range(f)]
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(make_grid((grid.float().clamp(-1, 1) + 1) / 2, nrow=f, padding=2, pad_value=1.0), path)
+    labelled_grid(rows, labels, cols, title).save(path)
     return path
 
 
-def save_image_rows(path: Path, rows: list[torch.Tensor]) -> Path:
-    """One grid row per tensor `(k, 3, S, S)` in [-1, 1], all of the same length `k`."""
-    grid = torch.cat(rows).float().clamp(-1, 1)
+def save_image_rows(path: Path, rows: list[torch.Tensor], row_labels: list[str], col_labels: list[str] | None = None,
+                    title: str | None = None) -> Path:
+    """One labelled grid row per tensor `(k, 3, S, S)` in [-1, 1]."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(make_grid((grid + 1) / 2, nrow=rows[0].shape[0], padding=2, pad_value=1.0), path)
+    labelled_grid([_frames(r) for r in rows], row_labels, col_labels, title).save(path)
     return path
 
 

@@ -3,10 +3,13 @@ PNGs, and TensorBoard / W&B when installed and asked for. Only rank 0 writes."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
+import os
 import time
-import warnings
+from pathlib import Path
 from typing import Any
 
 from rich import box
@@ -23,6 +26,8 @@ from rich.table import Table
 
 from fcs_train.config import TrainConfig
 from fcs_train.plots import plot_losses
+from fcs_train.run_dir import RunDir
+from fcs_train.trackers import Trackers
 
 EPOCH_COLUMNS = (  # key in the epoch row, column title
     ("loss", "train"), ("val_loss", "val"), ("val_z_visual_loss", "z vis"), ("val_z_visual_loss_copy", "copy"),
@@ -41,46 +46,30 @@ def _fmt(v: Any) -> str:
 
 
 class RunLog:
-    def __init__(self, cfg: TrainConfig, enabled: bool, show_progress: bool = True, console: Console | None = None):
+    def __init__(self, cfg: TrainConfig, enabled: bool, show_progress: bool = True, console: Console | None = None,
+                 resume: bool = False):
         self.cfg = cfg
         self.enabled = enabled
         self.console = console or Console(highlight=False, soft_wrap=True)
         self.show_progress = show_progress and enabled and self.console.is_terminal
-        self.run_dir = cfg.train.run_dir
+        self.run = RunDir.of_config(cfg)
         self.train_history: list[dict] = []
         self.val_history: list[dict] = []
         self.epochs: list[dict] = []
         self._progress: Progress | None = None
         self._task = None
-        self._tb = self._wandb = None
+        self.trackers: Trackers | None = None
+        self._metrics_path = self.run.metrics
         if enabled:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self._metrics = (self.run_dir / "metrics.jsonl").open("a")
-            self._open_trackers()
-
-    def _open_trackers(self) -> None:
-        if self.cfg.log.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
-            except ImportError:
-                warnings.warn("log.tensorboard is set but tensorboard is not installed; skipping it", stacklevel=2)
-        if self.cfg.log.wandb:
-            try:
-                import wandb
-
-                self._wandb = wandb.init(project=self.cfg.log.wandb_project, config=self.cfg.model_dump(mode="json"),
-                                         dir=str(self.run_dir))
-            except ImportError:
-                warnings.warn("log.wandb is set but wandb is not installed; skipping it", stacklevel=2)
+            self.run.root.mkdir(parents=True, exist_ok=True)
+            self._metrics = os.open(self._metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self.trackers = Trackers(cfg, self.run, resume)
 
     def load_history(self, upto_step: int) -> None:
         """After a resume: keep the records up to the checkpoint's step (later ones are redone)."""
         if not self.enabled:
             return
-        path = self.run_dir / "metrics.jsonl"
-        self._metrics.close()
+        path = self._metrics_path
         kept = []
         for line in path.read_text().splitlines():
             try:
@@ -96,23 +85,25 @@ class RunLog:
         tmp = path.with_suffix(".tmp")
         tmp.write_text("".join(k + "\n" for k in kept))
         tmp.replace(path)
-        self._metrics = path.open("a")
+        os.close(self._metrics)
+        self._metrics = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     # -- records --------------------------------------------------------------------------------
     def record(self, kind: str, values: dict[str, Any]) -> None:
         if not self.enabled:
             return
         rec = {"kind": kind, "time": time.time(), **values}
-        self._metrics.write(json.dumps(rec) + "\n")
-        self._metrics.flush()
+        append_line(self._metrics, self._metrics_path, json.dumps(rec))
         (self.train_history if kind == "train" else self.val_history if kind == "val" else []).append(values)
         step = values.get("step", 0)
         scalars = {f"{kind}/{k}": v for k, v in values.items() if isinstance(v, int | float) and k != "step"}
-        if self._tb is not None:
-            for k, v in scalars.items():
-                self._tb.add_scalar(k, v, step)
-        if self._wandb is not None:
-            self._wandb.log(scalars, step=step)
+        if self.trackers is not None:
+            self.trackers.scalars(scalars, step)
+
+    def image(self, key: str, path: Path, step: int, caption: str = "") -> None:
+        """A picture the run wrote, to TensorBoard / W&B when they are on."""
+        if self.trackers is not None:
+            self.trackers.image(key, path, step, caption)
 
     def info(self, message: str) -> None:
         if self.enabled:
@@ -182,10 +173,10 @@ class RunLog:
         parts = [labels.get(key, title + " {}").format(cell)
                  for (key, title), cell in zip(EPOCH_COLUMNS, self._cells(row), strict=True) if cell != "-"]
         self.console.print(f"[bold]epoch {row['epoch']}[/] (step {row['step']}): " + ", ".join(parts))
-        with (self.run_dir / "epochs.log").open("a") as f:
+        with self.run.epochs_log.open("a") as f:
             f.write(json.dumps(row) + "\n")
         if self.train_history or self.val_history:
-            plot_losses(self.run_dir / "plots" / "losses.png",
+            plot_losses(self.run.loss_plot,
                         [r for r in self.train_history if math.isfinite(r.get("loss", math.nan))], self.val_history)
 
     def final_table(self) -> None:
@@ -197,7 +188,7 @@ class RunLog:
         rows = [(str(r["epoch"]), str(r["step"]), *self._cells(r)) for r in self.epochs]
         titles = ("epoch", "step", *(t for _, t in EPOCH_COLUMNS))
         keep = [i for i in range(len(titles)) if i < 2 or any(row[i] != "-" for row in rows)]  # no empty columns
-        table = Table(title=f"{self.run_dir}: losses, validation z loss against copying the last frame, image "
+        table = Table(title=f"{self.run.root}: losses, validation z loss against copying the last frame, image "
                             "metrics of predictions", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
         for i in keep:  # never squeezed into ellipses: a narrow terminal gets a wide table
             table.add_column(titles[i], justify="right", no_wrap=True,
@@ -208,9 +199,23 @@ class RunLog:
 
     def close(self) -> None:
         self.end_epoch()
-        if self.enabled:
-            self._metrics.close()
-            if self._tb is not None:
-                self._tb.close()
-            if self._wandb is not None:
-                self._wandb.finish()
+        if self.enabled and self._metrics >= 0:
+            os.close(self._metrics)
+            self._metrics = -1
+            if self.trackers is not None:
+                self.trackers.close()
+
+
+def append_line(fd: int, path: Path, line: str) -> None:
+    """Append `line` + newline with one write; on a failure (a full disk) the file is cut back to where it
+    was, so no torn line is left, and the OSError names `path`."""
+    data = (line + "\n").encode()
+    start = os.lseek(fd, 0, os.SEEK_END)
+    try:
+        written = os.write(fd, data)
+        if written != len(data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, start)
+        raise OSError(e.errno, e.strerror, str(path)) from None

@@ -1,4 +1,7 @@
-"""Shared fixtures: small synthetic datasets made by fcs's own generator, copied per test."""
+"""Shared fixtures, built once per session and read-only (copy before changing): datasets written by the
+loggers' own code (tests/loggers/), small synthetic datasets made by fcs's own generator (where a test is
+about the generator or needs bulk data), the stores converted from them, trained tiny models, and the
+full-size model."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from helpers import train_tiny
+from loggers.min_logger import write_min
 
 from fcs_data.converters.to_zarr import convert_to_zarr
 from fcs_data.synth import synthesize
@@ -38,9 +42,39 @@ def pristine_v1(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def pristine_min(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """3 episodes in the per-step HDF5 'min logger' layout (read-only)."""
-    return synthesize(tmp_path_factory.mktemp("synth") / "min", episodes=3, min_len=20, max_len=28, seed=3,
-                      layout="franka_cube_stack_min")
+    """3 episodes of 20, 24 and 28 steps written by the min logger's code (min_data_logger.py, read-only)."""
+    return write_min(tmp_path_factory.mktemp("logged") / "min", [20, 24, 28], seed=3)
+
+
+@pytest.fixture(scope="session")
+def v1_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 v1 episodes of 30..44 steps, converted (32-frame shards): enough windows for a few training
+    epochs at num_hist 2, frameskip 2. Read-only."""
+    root = tmp_path_factory.mktemp("v1_store")
+    src = synthesize(root / "src", episodes=8, min_len=30, max_len=44, seed=4)
+    return convert_to_zarr(src, root / "s.zarr", workers=1, shard_frames=32).store
+
+
+@pytest.fixture(scope="session")
+def pristine_v1_lz4(pristine_v1: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`pristine_v1` converted with lz4 frames in 16-frame shards. Read-only."""
+    out = tmp_path_factory.mktemp("v1_lz4") / "s.zarr"
+    return convert_to_zarr(pristine_v1, out, codec="lz4", workers=1, shard_frames=16).store
+
+
+@pytest.fixture(scope="session")
+def full_model():
+    """`(model, warnings)`: the full 52M-parameter DINO-WM model of the default `ModelConfig` (random
+    encoder, proprio 3, actions 9, num_hist 3, frameskip 5), built once, and the warnings building it gave."""
+    import warnings
+
+    from fcs_train.config import ModelConfig
+    from fcs_train.models import build_model
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = build_model(ModelConfig(), proprio_dim=3, action_dim=9, num_hist=3, num_pred=1, frameskip=5)
+    return model, caught
 
 
 @pytest.fixture
@@ -61,8 +95,12 @@ def planning_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("planning")
     src = synthesize(root / "src", episodes=24, min_len=16, max_len=24, seed=5, layout="franka_cube_stack_primitive")
     store = convert_to_zarr(src, root / "s.zarr", workers=1).store
+    # validated (and pictured) once, at the end: validation draws no random number, so the weights are
+    # those of a run validated every epoch
     return store, train_tiny(store, root / "run", **{"data.frameskip": 1, "data.split_ratio": 0.75,
-                                                     "train.max_steps": 300})
+                                                     "train.max_steps": 300, "train.val_every_epochs": 1000,
+                                                     "log.png_every_epochs": 1000,
+                                                     "train.checkpoint_every_epochs": 1000})
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -211,5 +212,74 @@ def test_serve_answers_a_client_and_stops_on_ctrl_c(planning_fs2) -> None:
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 0
+    assert proc.returncode == 130  # as for every other command stopped by Ctrl-C
     assert "plan 1: cost" in err
+
+
+@pytest.fixture(scope="module")
+def cli_store(pristine_v1: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from fcs_data.converters.to_zarr import convert_to_zarr
+
+    return convert_to_zarr(pristine_v1, tmp_path_factory.mktemp("cli") / "s.zarr", workers=1).store
+
+
+def _usage_error(res: subprocess.CompletedProcess) -> str:
+    """The one error line of an exit-2 refusal."""
+    assert res.returncode == 2, res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    return lines[0]
+
+
+def test_each_command_given_the_wrong_kind_of_input_says_what_it_is(cli_store: Path, pristine_v1: Path,
+                                                                     tmp_path: Path) -> None:
+    line = _usage_error(_fcs("convert", str(cli_store), "-o", str(tmp_path / "o.zarr")))
+    assert "this is an fcs store, not a logger dataset; did you mean `fcs info" in line
+    line = _usage_error(_fcs("info", str(pristine_v1)))
+    assert "this is a logger dataset, not an fcs store; did you mean `fcs validate" in line
+    line = _usage_error(_fcs("train", "--preset", "tiny", f"data.store={pristine_v1}"))
+    assert "this is a logger dataset, not an fcs store (data.store)" in line
+    (tmp_path / "empty").mkdir()
+    assert "this is an empty folder, not a logger dataset" in _usage_error(_fcs("convert", str(tmp_path / "empty")))
+    assert not (tmp_path / "o.zarr").exists() and not (tmp_path / "empty.zarr").exists()
+
+
+def test_train_without_a_store_fails_at_once_naming_the_key() -> None:
+    res = _fcs("train", "--preset", "tiny")
+    assert res.returncode == 1 and "data.store is not set" in res.stderr
+
+
+def test_bare_overrides_and_reference_names_reach_the_config(tmp_path: Path) -> None:
+    res = _fcs("train", "--preset", "tiny", "frameskip=2", "train.batch_size=8", "--print-config")
+    assert res.returncode == 0, res.stderr
+    assert "frameskip: 2" in res.stdout and "batch_size: 8" in res.stdout
+    assert "note: frameskip=2 -> data.frameskip=2 (the reference's name)" in res.stderr
+    res = _fcs("train", "--preset", "tiny", "train.batchsize=8", "--print-config")
+    assert res.returncode == 2 and "did you mean train.batch_size" in res.stderr
+
+
+def test_a_yaml_error_in_the_config_is_file_line_column_and_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  batch_size: 8\n    epochs: 3\n")
+    res = _fcs("train", "--config", str(bad), "--print-config")
+    assert res.returncode == 2 and "bad.yaml:3:" in res.stderr and "internal error" not in res.stderr
+
+
+def test_info_json_to_stdout_is_the_only_output(cli_store: Path) -> None:
+    res = _fcs("info", str(cli_store), "--json", "-")
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["num_episodes"] == 3 and len(data["episode_lengths"]) == 3
+    assert data["metadata"]["layout"]["name"] == "franka_cube_stack_v1"
+
+
+def test_env_json_names_python_torch_and_cuda() -> None:
+    res = _fcs("env", "--json")
+    assert res.returncode == 0, res.stderr
+    env = json.loads(res.stdout)
+    assert env["packages"]["torch"] and env["python"] and "cuda_available" in env
+
+
+def test_quiet_prints_nothing_but_errors(cli_store: Path) -> None:
+    assert _fcs("-q", "info", str(cli_store)).stdout == ""
+    assert _fcs("info", str(cli_store)).stdout != ""

@@ -37,7 +37,6 @@ def test_preset_file_and_overrides_apply_in_order(tmp_path: Path) -> None:
     ("train.batch_size=0", "greater than or equal to 1"),
     ("model.image_size=100", "multiple of 16"),
     ("train.amp=fp8", "bf16"),
-    ("optim.learning_rate=1", "Extra inputs"),
 ])
 def test_bad_values_are_explained(override: str, message: str) -> None:
     with pytest.raises(ValidationError, match=message):

@@ -9,16 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from fcs_data.converters.to_zarr import convert_to_zarr
 from fcs_data.loader import collate_windows, make_loader
-from fcs_data.synth import synthesize
 from fcs_data.windows import WindowDataset
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    src = synthesize(tmp_path_factory.mktemp("ld") / "src", episodes=6, min_len=30, max_len=50, seed=8)
-    return convert_to_zarr(src, tmp_path_factory.mktemp("ld") / "s.zarr", workers=1, shard_frames=16).store
+def store(v1_store: Path) -> Path:
+    return v1_store
 
 
 def _batches(loader) -> list[dict]:
@@ -78,3 +75,32 @@ def test_soak_thousands_of_windows_with_two_workers_in_bounded_time_without_fd_l
     gc.collect()
     assert seen >= 2000  # a stuck worker would hit the 60 s DataLoader timeout and fail the loop
     assert _open_fds() <= before
+
+
+def test_one_sampling_rule_for_make_loader_and_every_rank_of_the_trainer() -> None:
+    from torch.utils.data import DistributedSampler
+
+    from fcs_data.loader import SeededSampler
+
+    n, seed = 23, 5
+    single = SeededSampler(n, seed)
+    single.set_epoch(3)
+    order = list(single)
+    assert sorted(order) == list(range(n)) and single.epoch == 4, "each iter() advances the epoch"
+    ranks = []
+    for rank in range(2):
+        s = SeededSampler(n, seed, rank=rank, world_size=2, drop_last=True)
+        s.set_epoch(3)
+        ranks.append(list(s))
+        assert len(ranks[-1]) == s.epoch_length == n // 2
+    assert [i for pair in zip(*ranks, strict=True) for i in pair] == order[: n - n % 2], "ranks share one order"
+    # runs written before this rule existed (torch's DistributedSampler) resume in the same order
+    torch_order = DistributedSampler(range(n), num_replicas=2, rank=1, shuffle=True, seed=seed, drop_last=True)
+    torch_order.set_epoch(3)
+    assert list(torch_order) == ranks[1]
+    resumed = SeededSampler(n, seed, rank=1, world_size=2, drop_last=True)
+    resumed.set_epoch(3)
+    resumed.resume_at(4)
+    assert len(resumed) == n // 2 - 4 and list(resumed) == ranks[1][4:]
+    val = [list(SeededSampler(n, shuffle=False, rank=r, world_size=2)) for r in range(2)]
+    assert sorted(val[0] + val[1]) == list(range(n)), "without drop_last every index once over the ranks"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from fcs_data.errors import UnreadableFileError
-from fcs_train.config import ModelConfig, load_config
+from fcs_train.config import load_config
 from fcs_train.models import (
     DinoV2Encoder,
     RandomEncoderWarning,
@@ -226,9 +225,9 @@ def test_interpolation_is_the_official_one_and_identity_at_native_size() -> None
     assert interpolate_pos_encoding(pos, 37, 37) is pos
 
 
-def test_missing_weights_warn_loudly() -> None:
-    with pytest.warns(RandomEncoderWarning, match="RANDOM"):
-        build_model(ModelConfig(), proprio_dim=3, action_dim=9, num_hist=3, num_pred=1, frameskip=5)
+def test_missing_weights_warn_loudly(full_model) -> None:
+    _, caught = full_model
+    assert any(issubclass(w.category, RandomEncoderWarning) and "RANDOM" in str(w.message) for w in caught)
 
 
 # ---- the full-size model ----------------------------------------------------------------------
@@ -243,10 +242,8 @@ def _reference_predictor_keys(depth: int) -> set[str]:
     return keys
 
 
-def test_full_model_matches_the_reference_names_shapes_and_size() -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RandomEncoderWarning)
-        model = build_model(ModelConfig(), proprio_dim=3, action_dim=9, num_hist=3, num_pred=1, frameskip=5)
+def test_full_model_matches_the_reference_names_shapes_and_size(full_model) -> None:
+    model, _ = full_model
     psd = model.predictor.state_dict()
     assert set(psd) == _reference_predictor_keys(6)
     assert psd["pos_embedding"].shape == (1, 3 * 196, 404)
@@ -265,10 +262,8 @@ def test_full_model_matches_the_reference_names_shapes_and_size() -> None:
     assert "predictor" in model.describe()
 
 
-def test_full_model_forward_and_backward_at_batch_1_on_cpu() -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RandomEncoderWarning)
-        model = build_model(ModelConfig(), proprio_dim=3, action_dim=9, num_hist=3, num_pred=1, frameskip=5).train()
+def test_full_model_forward_and_backward_at_batch_1_on_cpu(full_model) -> None:
+    model = full_model[0].train()
     obs, act = batch(model, b=1, t=4)
     out = model(obs, act)
     out.loss.backward()
@@ -295,3 +290,41 @@ def test_the_decoder_can_reconstruct_a_subset_of_frames_or_none() -> None:
     none = model(obs, act, decode_pred=False, reconstruct=False)
     assert none.visual_rec is None and "decoder_loss_reconstructed" not in none.components
     torch.testing.assert_close(none.loss, none.components["z_loss"])
+
+
+def test_the_model_owns_its_optimizers_as_the_reference_trains_it() -> None:
+    from fcs_train.config import OptimConfig
+
+    model = tiny_model(1)
+    optim = OptimConfig(predictor_lr=5e-5)
+    groups = model.optimizer_groups(optim)
+    assert list(groups) == ["predictor", "decoder", "action_encoder"], "a frozen encoder has no optimizer"
+    assert [g.kind.__name__ for g in groups.values()] == ["AdamW", "Adam", "AdamW"]
+    assert groups["predictor"].hyper == {"lr": 5e-5, "weight_decay": optim.weight_decay}
+    assert groups["action_encoder"].parts == ("action_encoder", "proprio_encoder")
+    names = groups["action_encoder"].build(model).state_dict()["param_groups"][0]["param_names"]
+    assert names == [f"action_encoder.{n}" for n, _ in model.action_encoder.named_parameters()] + \
+        [f"proprio_encoder.{n}" for n, _ in model.proprio_encoder.named_parameters()]
+    optimised = {id(p) for g in groups.values() for _, p in g.named_parameters(model)}
+    assert optimised == {id(p) for p in model.parameters() if p.requires_grad}, "every trainable parameter, once"
+    assert "decoder" not in model.optimizer_groups(optim, decoder=False)
+    trained = tiny_model(1, encoder=TINY.encoder.model_copy(update={"train": True}))
+    assert list(trained.optimizer_groups(optim)) == ["encoder", "predictor", "decoder", "action_encoder"]
+
+
+def test_repeated_action_and_proprio_embeddings_widen_every_token_and_separate_again() -> None:
+    model = tiny_model(1, num_action_repeat=3, num_proprio_repeat=2)
+    assert (model.proprio_emb_dim, model.action_emb_dim, model.emb_dim) == (20, 30, 48 + 20 + 30)
+    obs, act = batch(model)
+    z = model.encode(obs, act)
+    assert z.shape[-1] == 98
+    z_obs, z_act = model.separate_emb(z)
+    torch.testing.assert_close(z_obs["proprio"], model.proprio_encoder(obs["proprio"]))
+    torch.testing.assert_close(z_act, model.action_encoder(act))
+    torch.testing.assert_close(z[..., 48:58], z[..., 58:68], msg="the proprio embedding is repeated")
+    out = model(obs, act)
+    assert out.z_pred.shape == (2, 3, 16, 98) and torch.isfinite(out.loss)
+    with torch.no_grad():
+        z_obses, _ = model.eval().rollout({k: v[:, :3] for k, v in obs.items()}, act)
+    assert z_obses["proprio"].shape == (2, 5, 10)
+

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from fcs_data.converters.to_zarr import convert_to_zarr
 from fcs_data.synth import synthesize
+from fcs_train.checkpoint import RunState
 from fcs_train.config import load_config
 from fcs_train.planning.during_training import PlanSelection
 
@@ -65,11 +66,12 @@ def test_selecting_by_a_planning_figure_needs_the_planning_evaluation():
 
 
 def test_the_success_rate_selects_and_the_ee_distance_breaks_ties():
-    pick = PlanSelection("plan_success_rate")
+    state = RunState()
+    pick = PlanSelection("plan_success_rate", state)
     assert pick.improved({"plan_success_rate": 0.25, "plan_ee_distance": 0.10})
     assert not pick.improved({"plan_success_rate": 0.25, "plan_ee_distance": 0.12})
     assert pick.improved({"plan_success_rate": 0.25, "plan_ee_distance": 0.08})
     assert pick.improved({"plan_success_rate": 0.5, "plan_ee_distance": 0.3})
     assert not pick.improved({"plan_success_rate": float("nan"), "plan_ee_distance": 0.01})
     assert not pick.improved({"val_loss": 0.1})
-    assert pick.score == [-0.5, 0.3]
+    assert state.plan_best == [-0.5, 0.3]

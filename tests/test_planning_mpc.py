@@ -210,7 +210,7 @@ def test_a_store_of_another_layout_is_refused(planning_fs2, planning_run):
 def test_a_checkpoint_without_statistics_needs_its_store(planning_fs2, tmp_path):
     store, ckpt = planning_fs2
     raw = torch.load(ckpt, weights_only=True)
-    for key in ("norm_stats", "layout"):
+    for key in ("normalizer", "layout"):
         raw.pop(key)
     bare = tmp_path / "imported.pt"
     torch.save(raw, bare)
@@ -218,3 +218,22 @@ def test_a_checkpoint_without_statistics_needs_its_store(planning_fs2, tmp_path)
         load_planning_model(bare)
     bundle = load_planning_model(bare, store=store)
     assert bundle.layout.name == "franka_cube_stack_v1" and any("default split" in n for n in bundle.notes)
+
+
+def test_the_gradient_solver_plans_through_the_planner_within_the_bounds(fs2):
+    bundle, frames, proprio, _ = fs2
+    overrides = ["solver=gd", "gd.restarts=3", "gd.steps=4", "horizon=2"]
+    plans = []
+    for _ in range(2):
+        planner = Planner(bundle, load_plan_config(overrides=overrides))
+        planner.reset(frames[20], proprio[20])
+        result = planner.plan(frames[0], proprio[0])
+        plans.append(result.plan)
+    fs, a = bundle.frameskip, bundle.action_dim
+    assert result.actions.shape == (fs, a) and result.plan.shape == (2 * fs, a)
+    assert (result.iterations, result.rollouts) == (4, 3 * 4 + 3), "restarts x steps, then the final sequences"
+    costs = [c for _, c in result.trace]
+    assert costs == sorted(costs, reverse=True) and result.cost == costs[-1], "the best cost never rises"
+    space = planner.space
+    assert (result.plan >= space.lo_raw - 1e-4).all() and (result.plan <= space.hi_raw + 1e-4).all()
+    np.testing.assert_array_equal(plans[0], plans[1])

@@ -167,7 +167,7 @@ def test_a_reference_checkpoint_with_stepped_optimizers_imports_exactly(
     for fcs_name, parts in (("predictor", ("predictor",)), ("decoder", ("decoder",)),
                             ("action_encoder", ("action_encoder", "proprio_encoder"))):
         order = [f"{part}.{n}" for part in parts for n, _ in getattr(loaded, part).named_parameters()]
-        state = ckpt["optimizers"][fcs_name]["state"]
+        state = ckpt.optimizers[fcs_name]["state"]
         assert len(state) == len(order)
         for i, name in enumerate(order):
             for k in ("exp_avg", "exp_avg_sq", "step"):
@@ -271,7 +271,7 @@ def test_cli_import_checkpoint_reports_the_inferred_model(reference_classes, tmp
     assert res.exit_code == 0, res.output
     assert "image 256, num_hist 2, frameskip 5" in res.output and "epoch 3" in res.output
     assert "predictor_optimizer (AdamW) imported" in res.output
-    assert load_checkpoint(tmp_path / "new.pt")["epoch"] == 3
+    assert load_checkpoint(tmp_path / "new.pt").state.epoch == 3
 
 
 def test_resume_from_reference_continues_the_optimizers_and_the_epoch(reference_classes, tmp_path: Path) -> None:
@@ -296,8 +296,8 @@ def test_resume_from_reference_continues_the_optimizers_and_the_epoch(reference_
     assert res.exit_code == 0, res.output
     assert "optimizer states of predictor, decoder, action_encoder" in res.output and "epoch 12 next" in res.output
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")
-    assert ckpt["epoch"] == 12
-    steps = {int(float(s["step"])) for s in ckpt["optimizers"]["predictor"]["state"].values()}
+    assert ckpt.state.epoch == 12
+    steps = {int(float(s["step"])) for s in ckpt.optimizers["predictor"]["state"].values()}
     assert steps == {3}, "two reference steps, then one more"
-    assert any(not torch.equal(ckpt["model"]["predictor"][k], v) for k, v in before.items())
-    assert np.isclose(ckpt["optimizers"]["predictor"]["param_groups"][0]["lr"], cfg.optim.predictor_lr)
+    assert any(not torch.equal(ckpt.weights["predictor"][k], v) for k, v in before.items())
+    assert np.isclose(ckpt.optimizers["predictor"]["param_groups"][0]["lr"], cfg.optim.predictor_lr)

@@ -118,3 +118,40 @@ def test_truncated_pth_is_unreadable(tmp_path: Path) -> None:
     p.write_bytes(p.read_bytes()[:300])
     with pytest.raises(UnreadableFileError, match=r"z\.pth"):
         load_tensor(p, mmap=True)
+
+
+def _damaged(tmp_path: Path) -> dict[str, Path]:
+    """A torch.save file cut short, one with flipped bytes, an empty one, a truncated legacy pickle, text."""
+    good = tmp_path / "good.pth"
+    torch.save(torch.zeros(4000), good)
+    data = good.read_bytes()
+    files = {"cut": data[: len(data) // 2], "cut_end": data[:-10], "flipped": data[:200] + bytes(b ^ 0xFF for b in
+             data[200:400]) + data[400:], "empty": b"", "text": b"hello\n"}
+    legacy = tmp_path / "legacy.pth"
+    torch.save(torch.zeros(400), legacy, _use_new_zipfile_serialization=False)
+    files["legacy_cut"] = legacy.read_bytes()[:300]
+    out = {}
+    for name, content in files.items():
+        out[name] = tmp_path / f"{name}.pth"
+        out[name].write_bytes(content)
+    return out
+
+
+@pytest.mark.parametrize("name,words", [("cut", "truncated"), ("cut_end", "truncated"), ("flipped", "corrupt"),
+                                        ("empty", "the file is empty"), ("legacy_cut", "truncated"), ("text", "not a torch.save")])
+def test_a_damaged_torch_file_is_called_truncated_or_corrupt_never_a_reason_to_unpickle(
+        tmp_path: Path, name: str, words: str) -> None:
+    path = _damaged(tmp_path)[name]
+    with pytest.raises(UnreadableFileError, match=rf"{name}\.pth: cannot be read: {words}") as info:
+        load_tensor(path)
+    text = str(info.value)
+    assert "weights_only" not in text and "miniz" not in text and "\x1b" not in text
+
+
+def test_a_damaged_checkpoint_is_named_the_same_way(tmp_path: Path) -> None:
+    from fcs_train.checkpoint import CheckpointError, load_checkpoint
+
+    path = _damaged(tmp_path)["cut"]
+    with pytest.raises(CheckpointError, match=r"cut\.pth: cannot be loaded as an fcs checkpoint: truncated") as info:
+        load_checkpoint(path)
+    assert "weights_only" not in str(info.value)

@@ -23,7 +23,7 @@ def test_builtin_v1_layout_is_the_context_layout() -> None:
     assert joints.slice == slice(8, 15) and joints.bounds[3] == (-3.0718, -0.0698)
     assert v1.state_field("ee_quat").kind == "quaternion_wxyz"
     assert set(builtin_layouts()) == {"franka_cube_stack_v1", "franka_cube_stack_min", "franka_cube_stack_keyframe",
-                                      "franka_cube_stack_primitive"}
+                                      "franka_cube_stack_primitive", "isaaclab_franka_stack"}
 
 
 @pytest.mark.parametrize("suffix", [".yaml", ".json"])

@@ -24,6 +24,8 @@ from fcs_data.windows import WindowDataset
 
 @pytest.fixture(scope="module", params=["lz4", "none"])
 def store_path(request: pytest.FixtureRequest, pristine_v1: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if request.param == "lz4":
+        return request.getfixturevalue("pristine_v1_lz4")
     out = tmp_path_factory.mktemp("store") / f"{request.param}.zarr"
     return convert_to_zarr(pristine_v1, out, codec=request.param, workers=1, shard_frames=16).store
 
@@ -281,3 +283,45 @@ def test_a_format_1_store_stays_readable(format1_store: Path) -> None:
     shard_file(format1_store, 2).unlink()
     with pytest.raises(StoreDataError, match="shard file is missing"):
         open_store(format1_store).read_frames(np.array([17]))
+
+
+def test_the_identity_is_what_the_store_holds_not_when_or_where_it_was_written(pristine_v1: Path,
+                                                                               tmp_path: Path) -> None:
+    first = open_store(convert_to_zarr(pristine_v1, tmp_path / "first.zarr", workers=1).store)
+    again = open_store(convert_to_zarr(pristine_v1, tmp_path / "again.zarr", workers=1, codec="zstd",
+                                       shard_frames=16).store)
+    assert again.identity == first.identity, "the same episodes in the same layout, another time, codec and path"
+    (tmp_path / "copy").mkdir()
+    fewer = open_store(convert_to_zarr(_drop_last_episode(pristine_v1, tmp_path / "copy"), tmp_path / "fewer.zarr",
+                                       workers=1).store)
+    assert fewer.identity != first.identity
+    assert first.content_key([0, 1]) == fewer.content_key([0, 1]), "episodes that are the same hash the same"
+
+
+def _drop_last_episode(src_path: Path, out: Path) -> Path:
+    """A copy of the v1 logger dataset `src_path` without its last episode (as the logger writes it)."""
+    import torch
+    from helpers import load_pkl, save_pkl
+
+    meta = load_pkl(src_path / "metadata.pkl")
+    n = len(meta["episode_lengths"]) - 1
+    for i in range(n):
+        shutil.copytree(src_path / f"{i:06d}", out / f"{i:06d}")
+    for name in ("states.pth", "actions.pth"):
+        torch.save(torch.load(src_path / name, weights_only=True)[:n].clone(), out / name)
+    save_pkl({**meta, "episode_lengths": meta["episode_lengths"][:n], "n_rollouts": n}, out / "metadata.pkl")
+    if (src_path / "seq_lengths.pkl").exists():
+        save_pkl(load_pkl(src_path / "seq_lengths.pkl")[:n], out / "seq_lengths.pkl")
+    return out
+
+
+def test_the_writer_the_reader_and_the_validator_share_one_list_of_arrays(store_path: Path) -> None:
+    from fcs_data.format import store_arrays
+
+    s = open_store(store_path)
+    arrays = store_arrays(s.layout)
+    assert s.arrays == arrays and {a.path for a in arrays.values()} == {RGB, STATE, ACTION}
+    group = zarr.open_group(str(store_path), mode="r")
+    written = {f"data/{name}" for name in group["data"].array_keys()}
+    assert written == {a.path for a in arrays.values()}, "the converter wrote exactly these"
+    assert s.frames_name() == "rgb" and s.row_shape("action") == (s.layout.action_dim,)

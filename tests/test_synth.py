@@ -90,10 +90,11 @@ def test_refuses_to_overwrite_and_leaves_nothing_partial(tmp_path: Path) -> None
     assert not (tmp_path / "d.partial").exists()
 
 
-def test_min_logger_layout_per_step_h5_bgr_float(pristine_min: Path) -> None:
-    lengths = load_pkl(pristine_min / "metadata.pkl")["episode_lengths"]
-    assert not (pristine_min / "states.pth").exists()
-    d = pristine_min / "000000"
+def test_min_logger_layout_per_step_h5_bgr_float(tmp_path: Path) -> None:
+    root = synthesize(tmp_path / "m", episodes=2, min_len=8, max_len=10, seed=3, layout="franka_cube_stack_min")
+    lengths = load_pkl(root / "metadata.pkl")["episode_lengths"]
+    assert not (root / "states.pth").exists()
+    d = root / "000000"
     frames = torch.load(d / "obses.pth", weights_only=True)
     assert frames.shape == (lengths[0], 224, 224, 3) and frames.dtype == torch.float32
     assert torch.equal(frames, frames.round()) and frames.max() <= 255
@@ -106,4 +107,6 @@ def test_min_logger_layout_per_step_h5_bgr_float(pristine_min: Path) -> None:
         with h5py.File(d / "003.h5") as g:
             np.testing.assert_allclose(f["action"][0:3], g["eef_states"][0, 0, :3])
         cam = f["observations/color/cam_0"][()]
-    np.testing.assert_array_equal(cam, frames[4].numpy().astype(np.uint8)[..., ::-1])  # the camera's RGB
+        assert f["observations/depth/cam_0"].shape == (1, 224, 224)
+    assert cam.shape == (1, 224, 224, 3) and cam.dtype == np.float32  # as the min logger's process_imgs writes it
+    np.testing.assert_array_equal(cam[0], frames[4].numpy())  # through the same channel reversal as obses.pth

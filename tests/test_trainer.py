@@ -19,20 +19,18 @@ import zarr
 from typer.testing import CliRunner
 
 from fcs.cli import app
-from fcs_data.converters.to_zarr import convert_to_zarr
 from fcs_data.errors import NonFiniteDataError
 from fcs_data.loader import collate_windows
-from fcs_data.synth import synthesize
 from fcs_data.windows import WindowDataset
 from fcs_train.checkpoint import load_checkpoint
 from fcs_train.config import load_config
+from fcs_train.step_inputs import model_inputs
 from fcs_train.trainer import NonFiniteLoss, Trainer, TrainError
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    src = synthesize(tmp_path_factory.mktemp("tr") / "src", episodes=8, min_len=30, max_len=44, seed=4)
-    return convert_to_zarr(src, tmp_path_factory.mktemp("tr") / "s.zarr", workers=1, shard_frames=32).store
+def store(v1_store: Path) -> Path:
+    return v1_store
 
 
 def config(store: Path, run_dir: Path, **sets):
@@ -61,7 +59,7 @@ def test_resume_continues_exactly(store: Path, tmp_path: Path) -> None:
     one_go, s1 = run(config(store, tmp_path / "a", **{"train.max_steps": 2 * n}))
     run(config(store, tmp_path / "b", **{"train.max_steps": n}))
     ckpt = load_checkpoint(tmp_path / "b" / "checkpoints" / "latest.pt")
-    assert (ckpt["global_step"], ckpt["epoch"], ckpt["step_in_epoch"]) == (n, 1, n)
+    assert (ckpt.state.global_step, ckpt.state.epoch, ckpt.state.step_in_epoch) == (n, 1, n)
     resumed, s2 = run(config(store, tmp_path / "b", **{"train.max_steps": 2 * n}), resume=True)
     assert s1.global_step == s2.global_step == 2 * n
     a, b = weights(one_go), weights(resumed)
@@ -71,6 +69,45 @@ def test_resume_continues_exactly(store: Path, tmp_path: Path) -> None:
     losses_a = [r["loss"] for r in s1.train_history]
     losses_b = [r["loss"] for r in s2.train_history]
     assert losses_a == losses_b, "metrics.jsonl holds each step once, same values"
+
+
+def _as_written_by_fcs_0_2(path: Path, store: Path) -> None:
+    """Rewrite a checkpoint as fcs 0.2 wrote it: format 1 (the model's shape in `model_config`, `dims` and
+    `config`, unnamed optimizer states) holding the store's creation-time fingerprint."""
+    from fcs_data.store import open_store
+
+    new, run_config = torch.load(path, weights_only=True), load_checkpoint(path).train_config()
+    spec, state, window = new["spec"], new["state"], new["spec"]["window"]
+    optimizers = {k: {**sd, "param_groups": [{k2: v for k2, v in g.items() if k2 != "param_names"}
+                                             for g in sd["param_groups"]]} for k, sd in new["optimizers"].items()}
+    torch.save({"fcs_checkpoint": 1, "model": new["weights"], "model_config": spec["model"],
+                "dims": {"proprio_dim": spec["proprio_dim"], "action_dim": window["action_dim"],
+                         "num_hist": window["num_hist"], "num_pred": window["num_pred"],
+                         "frameskip": window["frameskip"]},
+                "epoch": state["epoch"], "global_step": state["global_step"], "step_in_epoch": state["step_in_epoch"],
+                "optimizers": optimizers, "scaler": new["scaler"], "rng": new["rng"], "world_size": 1,
+                "config": run_config.model_dump(mode="json"),
+                "store": {"path": str(store), "fingerprint": open_store(store).legacy_fingerprint},
+                "norm_stats": new["normalizer"], "best_val_loss": state["best_val_loss"],
+                "decoder_trained": state["decoder_trained"], "layout": new["layout"], "image_stats": new["image_stats"],
+                "val_metrics": state["val_metrics"]}, path)
+
+
+def test_a_format_1_checkpoint_of_fcs_0_2_resumes_exactly_on_the_same_store(store: Path, tmp_path: Path) -> None:
+    sets = {"train.max_steps": 4, "train.num_rollouts": 0}
+    one_go, _ = run(config(store, tmp_path / "a", **sets))
+    run(config(store, tmp_path / "b", **{**sets, "train.max_steps": 2}))
+    latest = tmp_path / "b" / "checkpoints" / "latest.pt"
+    _as_written_by_fcs_0_2(latest, store)
+    assert load_checkpoint(latest).store.identity is None
+    resumed, _ = run(config(store, tmp_path / "b", **sets), resume=True)
+    a, b = weights(one_go), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    _as_written_by_fcs_0_2(latest, store)
+    old = torch.load(latest, weights_only=True)
+    torch.save({**old, "store": {**old["store"], "fingerprint": "another store"}}, latest)
+    with pytest.raises(TrainError, match="trained on a different store"):
+        Trainer(config(store, tmp_path / "b", **sets), resume=True, show_progress=False)
 
 
 def test_gradient_accumulation_matches_the_large_batch(store: Path, tmp_path: Path) -> None:
@@ -114,8 +151,49 @@ def test_run_directory_and_falling_validation_loss(store: Path, tmp_path: Path) 
     assert val[-1] < val[0]
     assert {"z_visual_err_rollout", "z_visual_err_rollout_1framestart"} <= set(summary.val_history[-1])
     ckpt = load_checkpoint(d / "checkpoints" / "best.pt")
-    assert set(ckpt) >= {"model", "optimizers", "scaler", "rng", "config", "store", "norm_stats", "epoch"}
-    assert ckpt["store"]["fingerprint"] and ckpt["norm_stats"]["action"]["count"] > 0
+    assert ckpt.weights and ckpt.optimizers and ckpt.scaler is not None and ckpt.rng and ckpt.config and ckpt.state.epoch
+    assert ckpt.store.identity and ckpt.normalizer.action.count > 0
+
+
+def _clipped_run(store: Path, run_dir: Path, scaler: torch.amp.GradScaler | None) -> tuple[Trainer, list[float]]:
+    """Two steps with optim.grad_clip=1e-4 (and `scaler` in place of the trainer's); the gradient norm each
+    optimizer steps with."""
+    trainer = Trainer(config(store, run_dir, **{"train.max_steps": 2, "optim.grad_clip": 1e-4,
+                                                "model.predictor.dropout": 0.0, "train.num_rollouts": 0}),
+                      show_progress=False)
+    if scaler is not None:
+        trainer.scaler = scaler
+    norms: list[float] = []
+    for opt in trainer.optimizers.values():
+        def step(opt=opt, real=opt.step, **kwargs):
+            norms.append(float(torch.linalg.vector_norm(torch.stack(
+                [torch.linalg.vector_norm(p.grad) for g in opt.param_groups for p in g["params"]]))))
+            return real(**kwargs)
+        opt.step = step
+    trainer.fit()
+    trainer.close()
+    return trainer, norms
+
+
+def test_a_grad_scaler_unscales_before_grad_clip_clips_each_part(store: Path, tmp_path: Path) -> None:
+    # fp16 needs CUDA; the scaler's logic (scale the loss, unscale, clip, step, update) runs on the CPU too
+    scaled, norms = _clipped_run(store, tmp_path / "s", torch.amp.GradScaler("cpu", init_scale=2.0**12))
+    assert scaled.scaler.is_enabled() and len(norms) == 2 * len(scaled.optimizers)
+    assert all(n == pytest.approx(1e-4, rel=1e-3) for n in norms), "clipped to the norm, after unscaling"
+    plain, plain_norms = _clipped_run(store, tmp_path / "p", None)
+    assert not plain.scaler.is_enabled() and plain_norms == pytest.approx(norms, rel=1e-3)
+    for k, v in weights(plain).items():
+        torch.testing.assert_close(weights(scaled)[k], v, rtol=1e-5, atol=1e-7, msg=k)
+
+
+def test_bf16_autocast_trains_on_the_cpu_and_fp16_asks_for_cuda(store: Path, tmp_path: Path) -> None:
+    trainer, summary = run(config(store, tmp_path / "bf16", **{"train.max_steps": 2, "train.amp": "bf16",
+                                                                "train.num_rollouts": 0}))
+    assert trainer.amp_dtype == torch.bfloat16 and not trainer.scaler.is_enabled()
+    assert all(np.isfinite(r["loss"]) for r in summary.train_history) and np.isfinite(summary.val_history[-1]["loss"])
+    if not torch.cuda.is_available():
+        with pytest.raises(TrainError, match=r"train\.amp=fp16 needs CUDA"):
+            Trainer(config(store, tmp_path / "fp16", **{"train.amp": "fp16"}), show_progress=False)
 
 
 def test_nan_in_the_training_data_stops_naming_the_episode_and_step(store: Path, tmp_path: Path) -> None:
@@ -178,7 +256,7 @@ def test_ctrl_c_writes_a_checkpoint_first(store: Path, tmp_path: Path, monkeypat
         trainer.fit()
     trainer.close()
     ckpt = load_checkpoint(tmp_path / "c" / "checkpoints" / "latest.pt")
-    assert ckpt["global_step"] == 2 and ckpt["step_in_epoch"] == 2
+    assert ckpt.state.global_step == 2 and ckpt.state.step_in_epoch == 2
     assert [r["step"] for r in map(json.loads, (tmp_path / "c" / "metrics.jsonl").read_text().splitlines())] == [1, 2]
 
 
@@ -230,7 +308,7 @@ def test_validation_reports_the_copy_last_frame_baseline_and_skill(store: Path, 
     assert val["z_visual_skill"] == pytest.approx(1 - val["z_visual_loss"] / val["z_visual_loss_copy"])
     model = trainer.model.eval()
     batch = collate_windows([trainer.val_ds[i] for i in range(len(trainer.val_ds))])
-    obs, act = trainer._inputs(batch)
+    obs, act = model_inputs(batch, trainer.device, trainer.cfg.model.image_size)
     with torch.no_grad():
         z = model.encode(obs, act)
     visual = z[..., : -(model.proprio_emb_dim + model.action_emb_dim)]
@@ -349,7 +427,8 @@ def test_the_decoder_schedule_never_changes_what_the_world_model_learns(store: P
                 assert torch.equal(trained[schedule][k], v), f"{schedule}: {k}"
     decoder = [k for k in joint if k.startswith("decoder.") and k.endswith("weight")]
     assert any(not torch.equal(trained["subset"][k], joint[k]) for k in decoder), "the decoder did learn differently"
-    assert all(torch.equal(trained["off"][k], _untrained_decoder(store, tmp_path)[k]) for k in decoder)
+    untrained = _untrained_decoder(store, tmp_path)
+    assert all(torch.equal(trained["off"][k], untrained[k]) for k in decoder)
 
 
 def _untrained_decoder(store: Path, tmp_path: Path) -> dict[str, torch.Tensor]:
@@ -371,7 +450,7 @@ def test_training_reads_the_losses_from_the_device_only_every_k_steps(store: Pat
         def read(self, *args, **kwargs):  # fcs's own reads of floating tensors (torch's optimizers keep `step` on the CPU)
             caller = sys._getframe(1).f_code.co_filename
             if in_training and self.dtype.is_floating_point and "fcs_" in caller:
-                reads.append(trainer.global_step)
+                reads.append(trainer.state.global_step)
             return real(self, *args, **kwargs)
         return read
 
@@ -400,20 +479,20 @@ def test_off_then_train_decoder_writes_a_trained_decoder_into_every_checkpoint(s
     assert "pred_ssim" not in summary.val_history[-1], "no image metrics from an untrained decoder"
     assert not (run_dir / "images").exists()
     before = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
-    assert before["decoder_trained"] is False
+    assert before.state.decoder_trained is False
     res = CliRunner().invoke(app, ["train-decoder", str(run_dir), "--steps", "15", "--batch-size", "8"])
     assert res.exit_code == 0, res.output
     assert "wrote the decoder into 2 checkpoints" in res.output and (run_dir / "images" / "decoder.png").exists()
     assert sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt")) == ["best.pt", "latest.pt"]
     for name in ("latest", "best"):
         after = load_checkpoint(run_dir / "checkpoints" / f"{name}.pt")
-        assert after["decoder_trained"] is True and "decoder" in after["optimizers"]
+        assert after.state.decoder_trained is True and "decoder" in after.optimizers
         # the planner's scene check compares a frame's reconstruction error with this one
-        assert after["val_metrics"]["decoder_recon_loss_reconstructed"] > 0
-        assert "decoder_recon_loss_reconstructed" not in before["val_metrics"]
-        assert any(not torch.equal(after["model"]["decoder"][k], v) for k, v in before["model"]["decoder"].items())
-        for k, v in before["model"]["predictor"].items():
-            assert torch.equal(after["model"]["predictor"][k], v), "only the decoder changes"
+        assert after.state.val_metrics["decoder_recon_loss_reconstructed"] > 0
+        assert "decoder_recon_loss_reconstructed" not in before.state.val_metrics
+        assert any(not torch.equal(after.weights["decoder"][k], v) for k, v in before.weights["decoder"].items())
+        for k, v in before.weights["predictor"].items():
+            assert torch.equal(after.weights["predictor"][k], v), "only the decoder changes"
     resumed = Trainer(config(store, run_dir, **{"train.max_steps": 5, "model.decoder.schedule": "off"}),
                       resume=True, show_progress=False)
     assert "pred_ssim" in resumed.validate(), "image metrics once the decoder is trained"

@@ -1,4 +1,5 @@
-"""Each finding kind of `validate_source`, provoked by breaking a clean synthetic dataset."""
+"""Each finding kind of `validate_source`, provoked by breaking a clean dataset (synthetic v1, the min logger's
+own files for per-step checks)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ import pickle
 import shutil
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
 from helpers import edit_tensor, load_pkl, save_pkl
+from loggers.keyframe import write_keyframe
+from loggers.min_logger import write_min
+from loggers.primitive import write_primitive
 
-from fcs_data.schemas import Finding, ValidationReport, get_layout
+from fcs_data.schemas import Finding, Layout, ValidationReport, get_layout
 from fcs_data.validation import validate_source
 
 V1 = get_layout("franka_cube_stack_v1")
@@ -108,7 +113,8 @@ def test_malicious_pth_is_refused_and_not_run(v1: Path, tmp_path: Path) -> None:
 
 
 def test_malicious_property_params_is_refused_by_validate_before_convert_opens_it(v1: Path, tmp_path: Path) -> None:
-    from fcs_data.converters.to_zarr import ConversionRefused, convert_to_zarr
+    from fcs_data.converters.to_zarr import convert_to_zarr
+    from fcs_data.errors import ConversionRefused
 
     marker = tmp_path / "pwned_params"
     save_pkl({"seed": 1, "x": _Payload(marker)}, v1 / "000002" / "property_params.pkl")
@@ -389,7 +395,7 @@ def test_episode_selection_checks_only_those(v1: Path) -> None:
 def test_report_round_trips_through_json(v1: Path) -> None:
     (v1 / "000001" / "obses.pth").unlink()
     report = run(v1)
-    again = ValidationReport.model_validate_json(report.model_dump_json(exclude={"counts"}))
+    again = ValidationReport.model_validate_json(report.model_dump_json())  # counts included, and ignored
     assert again.findings == report.findings
     assert pickle.loads(pickle.dumps(report)).counts == report.counts
 
@@ -402,10 +408,8 @@ KEYFRAME = get_layout("franka_cube_stack_keyframe")
 
 @pytest.fixture(scope="module")
 def pristine_primitive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from fcs_data.synth import synthesize
-
-    return synthesize(tmp_path_factory.mktemp("prim") / "p", episodes=2, min_len=14, max_len=16, seed=3,
-                      layout="franka_cube_stack_primitive")
+    """2 episodes of 14 and 16 primitives written by the primitive logger's code (tests/loggers/primitive.py)."""
+    return write_primitive(tmp_path_factory.mktemp("prim") / "p", [14, 16], seed=3)
 
 
 @pytest.fixture
@@ -481,25 +485,30 @@ def test_an_unremoved_environment_offset_is_named(primitive: Path) -> None:
     assert f.episode == 0 and "(+2.5, +5.0, 0)" in f.hint
 
 
-def test_frames_whose_channel_order_looks_swapped_are_a_warning_with_evidence(pristine_min: Path) -> None:
-    report = run(pristine_min, get_layout("franka_cube_stack_min+rgb"))  # the frames are BGR
+def test_frames_whose_channel_order_looks_swapped_against_an_independent_copy_are_a_warning(
+        pristine_min: Path, tmp_path: Path) -> None:
+    root = Path(shutil.copytree(pristine_min, tmp_path / "d"))
+    for p in root.glob("*/*.h5"):  # the copy now comes from another path: the camera's own RGB
+        with h5py.File(p, "r+") as f:
+            f["observations/color/cam_0"][...] = f["observations/color/cam_0"][()][..., ::-1]
+    data = get_layout("franka_cube_stack_min+rgb").model_dump(mode="json")
+    data["observation"]["color_independent"] = True
+    report = run(root, Layout.model_validate(data))  # declared RGB; the frames are BGR
     found = report.of("channel-order")
     assert len(found) == 3 and found[0].severity == "warning"
     assert "matches it with the channels reversed" in found[0].message and "the frames are BGR" in found[0].message
+    assert problems(run(pristine_min, get_layout("franka_cube_stack_min+rgb"))) == [], \
+        "a copy that shares the frames' conversion is no evidence: no warning either way"
 
 
 def test_quaternions_in_the_other_order_are_a_warning(tmp_path: Path) -> None:
-    from fcs_data.synth import synthesize
-
-    root = synthesize(tmp_path / "q", episodes=3, min_len=14, max_len=16, seed=3, layout="franka_cube_stack_min")
+    root = write_min(tmp_path / "q", [14, 15, 16], seed=3)
     found = run(root, get_layout("franka_cube_stack_min+xyzw")).of("quaternion-order")
     assert found and all(f.field == "state.ee_quat" and "read as wxyz" in f.message for f in found)
 
 
 def test_keyframe_indices_that_do_not_increase_are_an_error(tmp_path: Path) -> None:
-    from fcs_data.synth import synthesize
-
-    root = synthesize(tmp_path / "k", episodes=2, min_len=10, max_len=12, seed=3, layout="franka_cube_stack_keyframe")
+    root = write_keyframe(tmp_path / "k", [40, 44], seed=3)
     assert problems(run(root, KEYFRAME)) == []
     _edit_h5(root / "000001" / "004.h5", "info/original_frame_idx", lambda v: np.asarray(0, v.dtype))
     f = only(run(root, KEYFRAME), "frame-index")

@@ -12,15 +12,13 @@ import zarr
 from typer.testing import CliRunner
 
 from fcs.cli import app
-from fcs_data.converters.to_zarr import convert_to_zarr
 from fcs_data.format import STATE, chunk_file, shard_file
 from fcs_data.validation import validate
 
 
 @pytest.fixture(scope="module")
-def clean_store(pristine_v1: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("vstore") / "s.zarr"
-    return convert_to_zarr(pristine_v1, out, workers=1, shard_frames=16, codec="lz4").store
+def clean_store(pristine_v1_lz4: Path) -> Path:
+    return pristine_v1_lz4
 
 
 @pytest.fixture

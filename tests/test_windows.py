@@ -169,7 +169,7 @@ def test_split_statistics_never_come_from_another_store_with_the_same_fingerprin
     other_source = synthesize(tmp_path / "other", episodes=10, min_len=14, max_len=40, seed=22)
     other = convert_to_zarr(other_source, tmp_path / "other.zarr", workers=1, shard_frames=8).store
     # two stores converted in the same second with equal episode lengths share a fingerprint
-    monkeypatch.setattr(Store, "fingerprint", property(lambda self: "same"))
+    monkeypatch.setattr(Store, "legacy_fingerprint", property(lambda self: "same"))
     first = WindowDataset(store, num_hist=1, split="train", seed=78)
     second = WindowDataset(other, num_hist=1, split="train", seed=78)
     s = open_store(other)
@@ -343,3 +343,16 @@ def two_cameras_free_v1(folder: Path) -> Path:
     """A v1 store (no frame indices) in `folder`."""
     src = synthesize(folder / "v1raw", episodes=2, min_len=20, max_len=20, seed=1)
     return convert_to_zarr(src, folder / "v1.zarr", workers=1, overwrite=True).store
+
+
+def test_items_are_packed_by_the_window_spec_and_normalised_by_the_normalizer(store: Path, arrays: dict) -> None:
+    ds = WindowDataset(store, num_hist=2, frameskip=3, split="train")
+    assert (ds.spec.num_frames, ds.spec.frameskip, ds.spec.action_dim) == (3, 3, 9)
+    item = ds[4]
+    e, s = item["episode"], item["start"]
+    raw_actions = arrays["actions"][e, s : s + ds.spec.raw_steps]
+    raw_proprio = arrays["states"][e, s : s + ds.spec.raw_steps : 3, 0:3]
+    # bit for bit: the one normalisation, in the precision the windows feed the model
+    np.testing.assert_array_equal(item["action"].numpy(), ds.spec.pack(ds.normalizer.normalize("action", raw_actions)))
+    np.testing.assert_array_equal(item["proprio"].numpy(), ds.normalizer.normalize("proprio", raw_proprio))
+    assert ds.stats == {"action": ds.normalizer.action, "proprio": ds.normalizer.proprio}

@@ -10,44 +10,34 @@
 4. Statistics (of the whole store and of the default train split) and metadata are written,
    optionally every value is compared with the source, and `OUT.partial` is renamed to `OUT`.
 
-A crash, Ctrl-C or an `OSError` (a full disk) leaves no `OUT` and keeps `OUT.partial`, which
-`resume` continues if it was made from the same source and options; an error in the data removes
-it. Every failure is an `FcsError` whose message says what, where, and what to do.
+A killed process, Ctrl-C or an `OSError` (a full disk) leaves no `OUT` and keeps `OUT.partial`, which
+`resume` continues if it was made from the same source and options; any other failure of a fresh run
+(an error in the data) removes it, so no half store is left behind. Every failure is an `FcsError` whose message says what, where, and what to do.
+
+The plan lives in `plan`, the work of the worker processes in `jobs`, the progress file in `progress`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import resource
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import torch
 import zarr
 
-from fcs_data._chunks import ArrayReader
 from fcs_data._lock import exclusive_lock
 from fcs_data._pool import WorkerPool
-from fcs_data.converters.zarr_store import (
-    FrameWriter,
-    create_arrays,
-    frame_arrays,
-    fsync_tree,
-    row_arrays,
-    writable,
-)
-from fcs_data.errors import FcsError
+from fcs_data.converters.jobs import Runner, peak_rss_mb
+from fcs_data.converters.plan import Plan, choose_codec, plan_conversion, source_files
+from fcs_data.converters.progress import ConvertProgress, ProgressLog, read_progress
+from fcs_data.converters.zarr_store import create_arrays, fsync_tree, writable
+from fcs_data.errors import ConversionIOError, ResumeMismatch, VerificationFailed
 from fcs_data.format import (
-    AUTO_CODEC,
-    AUTO_MIN_SAVING,
     CODEC_CHOICES,
     DEFAULT_CODEC,
     DEFAULT_SHARD_FRAMES,
@@ -56,53 +46,20 @@ from fcs_data.format import (
     META,
     PARTIAL_ATTR,
     PROGRESS_FILE,
-    RGB,
     ROOT_ATTR,
     STATE,
-    camera_array,
     codec_preset,
-    step_array,
+    store_arrays,
 )
 from fcs_data.schemas import Layout, ValidationReport, get_layout
-from fcs_data.schemas.store import EpisodeMeta, Provenance, SplitStats, StoreMetadata, StoreStats
-from fcs_data.sources import LoggerSource, StepArrays, open_source
-from fcs_data.sources.conventions import conversion_notes, frames_to_store, steps_to_store, store_length
+from fcs_data.schemas.store import Provenance, SplitStats, StoreMetadata, StoreStats
+from fcs_data.sources import open_source
+from fcs_data.sources.conventions import conversion_notes
 from fcs_data.splits import DEFAULT_SPLIT_RATIO, DEFAULT_SPLIT_SEED, split_episodes
-from fcs_data.stats import array_stats, channel_histogram, image_stats, training_stats
+from fcs_data.stats import array_stats, image_stats, training_stats
 from fcs_data.validation.source import validate_source
-from fcs_data.window_index import episode_starts, total_frames
 
-CODEC_SAMPLE_FRAMES = 32
-
-
-class ConversionRefused(FcsError):
-    """The validator found errors; `report` says which."""
-
-    def __init__(self, message: str, report: ValidationReport):
-        super().__init__(message)
-        self.report = report
-
-
-class VerificationFailed(FcsError):
-    """`verify` found a value in the store that differs from the source."""
-
-
-class ResumeMismatch(FcsError):
-    """`--resume` found an `OUT.partial` made from another source, layout or options."""
-
-
-class ConversionIOError(FcsError):
-    """Writing the store failed (a full disk, a lost mount, permissions); `OUT.partial` was kept."""
-
-
-@dataclass
-class ConvertProgress:
-    """Callbacks for long phases; each gets `(done, total)` and frames also the source bytes read."""
-
-    validate: Callable[[int, int], None] | None = None
-    episodes: Callable[[int, int], None] | None = None
-    frames: Callable[[int, int, int], None] | None = None
-    verify: Callable[[int, int], None] | None = None
+__all__ = ["ConversionResult", "ConvertProgress", "convert_to_zarr"]
 
 
 @dataclass
@@ -127,16 +84,6 @@ class ConversionResult:
     detected: list[str] = field(default_factory=list)
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _rss_mb() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
-
-
 def _fcs_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -146,271 +93,8 @@ def _fcs_version() -> str:
         return "0.0.0+local"
 
 
-# -- the plan: which source frames go where ------------------------------------------------------
-@dataclass
-class Plan:
-    source: str
-    layout: Layout
-    codec: str
-    shard_frames: int
-    episodes: list[int]  # source indices, in store order
-    source_lengths: list[int]
-    episode_ends: np.ndarray
-
-    @property
-    def num_frames(self) -> int:
-        return total_frames(self.episode_ends)
-
-    @property
-    def episode_starts(self) -> np.ndarray:
-        return episode_starts(self.episode_ends)
-
-    @property
-    def num_shards(self) -> int:
-        return -(-self.num_frames // self.shard_frames)
-
-    def to_json(self) -> str:
-        """What a worker process needs to rebuild the plan (`Plan.from_json`)."""
-        return json.dumps({
-            "source": self.source, "layout": self.layout.model_dump(mode="json"), "codec": self.codec,
-            "shard_frames": self.shard_frames, "episodes": self.episodes, "source_lengths": self.source_lengths,
-            "episode_ends": self.episode_ends.tolist(),
-        }, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> Plan:
-        d = json.loads(text)
-        return cls(d["source"], Layout.model_validate(d["layout"]), d["codec"], d["shard_frames"], d["episodes"],
-                   d["source_lengths"], np.asarray(d["episode_ends"], np.int64))
-
-    def fingerprint(self, source_files: dict[str, int]) -> str:
-        """Changes when the source, the layout or the options change (resume refuses then)."""
-        blob = json.dumps({"format": FORMAT_VERSION, "plan": self.to_json(), "files": source_files}, sort_keys=True)
-        return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
-
-    def pieces(self, shard: int) -> Iterator[tuple[int, int, int, int]]:
-        """`(store_episode, local_start, local_stop, offset_in_shard)` covering one shard."""
-        a = shard * self.shard_frames
-        b = min(a + self.shard_frames, self.num_frames)
-        starts = self.episode_starts
-        e = int(np.searchsorted(self.episode_ends, a, side="right"))
-        while e < len(self.episode_ends) and starts[e] < b:
-            lo, hi = max(a, int(starts[e])), min(b, int(self.episode_ends[e]))
-            if hi > lo:
-                yield e, lo - int(starts[e]), hi - int(starts[e]), lo - a
-            e += 1
-
-
-# -- work done in worker processes (or inline) ----------------------------------------------------
-class _Job:
-    """What a worker needs; built once per worker process by `_call`."""
-
-    def __init__(self, plan_json: str, out: str):
-        self.plan = Plan.from_json(plan_json)
-        self.out = out
-        self.source = open_source(self.plan.source, self.plan.layout)
-        self._frames_cache: tuple[int, torch.Tensor] | None = None
-        self._writers: dict[str, FrameWriter] = {}
-        self._readers: dict[str, ArrayReader] = {}
-        self.idle_rss_mb = _rss_mb()
-
-    def _source_frames(self, store_episode: int) -> torch.Tensor:
-        src = self.plan.episodes[store_episode]
-        if self._frames_cache is None or self._frames_cache[0] != src:
-            self._frames_cache = (src, self.source.open_frames(src))
-        return self._frames_cache[1]
-
-    def converted_frames(self, shard: int) -> tuple[dict[str, np.ndarray], int]:
-        """Store frames of one shard for every camera (`camera array -> (n, H, W, 3)`), and the bytes read."""
-        plan, layout = self.plan, self.plan.layout
-        a = shard * plan.shard_frames
-        n = min(plan.shard_frames, plan.num_frames - a)
-        blocks = {RGB: np.empty((n, *layout.observation.shape), np.uint8)}
-        blocks |= {camera_array(c.name): np.empty((n, *c.shape), np.uint8) for c in layout.cameras}
-        read = 0
-        for e, lo, hi, off in plan.pieces(shard):
-            src = plan.episodes[e]
-            raw = self._source_frames(e)[lo:hi].numpy()
-            read += raw.nbytes
-            blocks[RGB][off : off + hi - lo] = frames_to_store(raw, layout, src, lo)
-            for cam in layout.cameras:
-                raw = self.source.read_camera(src, cam, lo, hi)
-                read += raw.nbytes
-                blocks[camera_array(cam.name)][off : off + hi - lo] = frames_to_store(
-                    raw, layout, src, lo, channel_order=cam.channel_order)
-        return blocks, read
-
-    def write_shard(self, shard: int) -> dict:
-        blocks, read = self.converted_frames(shard)
-        for array, block in blocks.items():
-            if array not in self._writers:
-                self._writers[array] = FrameWriter(self.out, array)
-            self._writers[array].write_shard(shard, block)
-        return {"shard": shard, "hists": {k: channel_histogram(v).tolist() for k, v in blocks.items()},
-                "bytes": read, "frames": len(blocks[RGB]), "rss_mb": _peak_rss_mb(), "idle_rss_mb": self.idle_rss_mb}
-
-    def _source_steps(self, store_episode: int) -> StepArrays:
-        """State, action and per-step fields of one episode as logged (valid steps only)."""
-        src = self.plan.episodes[store_episode]
-        return self.source.read_steps(src, self.plan.source_lengths[store_episode])
-
-    def episode_lowdim(self, store_episode: int) -> dict:
-        """Forward-aligned rows of one episode (state, action, per-step fields), its params and the hash
-        of its source."""
-        src = self.plan.episodes[store_episode]
-        length = self.plan.source_lengths[store_episode]
-        steps = self._source_steps(store_episode)
-        h = hashlib.blake2b(digest_size=32)
-        h.update(np.ascontiguousarray(steps.state).tobytes())
-        h.update(np.ascontiguousarray(steps.action).tobytes())
-        ep_dir = self.source.root / f"{src:06d}"
-        for p in sorted(ep_dir.iterdir()):
-            if p.is_file():
-                h.update(p.name.encode())
-                with p.open("rb") as f:
-                    h.update(hashlib.file_digest(f, "blake2b").digest())
-        steps = steps_to_store(steps, self.plan.layout)
-        meta = EpisodeMeta(source_index=src, source_dir=ep_dir.name, source_length=length,
-                           params=self.source.read_params(src), content_hash=h.hexdigest())
-        return {"episode": store_episode, "rows": {"state": steps.state, "action": steps.action, **steps.fields},
-                "meta": meta.model_dump(mode="json"), "rss_mb": _peak_rss_mb()}
-
-    def _reader(self, array: str) -> ArrayReader:
-        if array not in self._readers:
-            self._readers[array] = ArrayReader(self.out, array)
-        return self._readers[array]
-
-    def verify_shard(self, shard: int) -> list[str]:
-        expected, _ = self.converted_frames(shard)
-        a = shard * self.plan.shard_frames
-        out = []
-        for array, block in expected.items():
-            got = np.empty_like(block)
-            self._reader(array).read_into(np.arange(a, a + len(block)), got)
-            bad = np.flatnonzero((got != block).reshape(len(got), -1).any(axis=1))
-            out += [f"{array} frame {a + int(i)} differs from the source" for i in bad[:5]]
-        return out
-
-    def verify_episode(self, store_episode: int) -> list[str]:
-        steps = steps_to_store(self._source_steps(store_episode), self.plan.layout)
-        a = int(self.plan.episode_starts[store_episode])
-        b = int(self.plan.episode_ends[store_episode])
-        out = []
-        for name, expected in {"state": steps.state, "action": steps.action, **steps.fields}.items():
-            if not np.array_equal(self._reader(step_array(name)).read(a, b), expected, equal_nan=True):
-                out.append(f"episode {store_episode} (source {self.plan.episodes[store_episode]}): {name} differs")
-        return out
-
-
-_JOBS: dict[tuple[str, str], _Job] = {}
-
-
-def _call(plan_json: str, out: str, method: str, arg: int):
-    """Run `_Job(plan_json, out).method(arg)`, building the job once per process."""
-    key = (plan_json, out)
-    if key not in _JOBS:
-        _JOBS.clear()
-        _JOBS[key] = _Job(plan_json, out)
-    return getattr(_JOBS[key], method)(arg)
-
-
-class _Runner:
-    """Runs `_Job` methods over a `WorkerPool`, results in order."""
-
-    def __init__(self, pool: WorkerPool, plan_json: str, out: str):
-        self.pool, self.plan_json, self.out = pool, plan_json, out
-
-    def map(self, method: str, args: Iterable[int]) -> Iterator:
-        args = list(args)
-        n = len(args)
-        return self.pool.map(_call, [self.plan_json] * n, [self.out] * n, [method] * n, args)
-
-
-# -- progress file -----------------------------------------------------------------------------
-def _read_progress(path: Path) -> tuple[dict | None, dict[int, dict]]:
-    """`(lowdim record or None, shard -> record)`; a torn last line (crash mid-write) is ignored."""
-    lowdim, shards = None, {}
-    if not path.exists():
-        return lowdim, shards
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if "lowdim" in rec:
-            lowdim = rec
-        elif "shard" in rec:
-            shards[int(rec["shard"])] = rec
-    return lowdim, shards
-
-
-class _ProgressLog:
-    def __init__(self, path: Path):
-        self.f = path.open("a")
-
-    def append(self, rec: dict) -> None:
-        self.f.write(json.dumps(rec) + "\n")
-        self.f.flush()
-        os.fsync(self.f.fileno())
-
-    def close(self) -> None:
-        self.f.close()
-
-
 def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def _plan(src: Path, layout: Layout, report: ValidationReport, codec: str, shard_frames: int,
-          skip_bad: bool) -> tuple[Plan, dict[int, list[str]]]:
-    global_errors = [f for f in report.findings if f.severity == "error" and f.episode is None]
-    bad = report.bad_episodes()
-    if global_errors or (bad and not skip_bad):
-        n = report.counts["error"]
-        what = "dataset-wide errors" if global_errors else f"errors in {len(bad)} episodes"
-        hint = "" if global_errors else " (--skip-bad converts the other episodes)"
-        raise ConversionRefused(f"{src}: validation found {n} errors ({what}); not converting{hint}", report)
-    skipped = {i: reasons for i, reasons in bad.items()}
-    episodes, lengths = [], []
-    for i in report.episodes_checked:
-        if i in skipped:
-            continue
-        length = report.episode_lengths[i]
-        if store_length(length, layout) < 1:
-            skipped[i] = [f"only {length} steps: nothing left after aligning actions forward"]
-            continue
-        episodes.append(i)
-        lengths.append(length)
-    if not episodes:
-        raise ConversionRefused(f"{src}: no episode left to convert", report)
-    ends = np.cumsum([store_length(t, layout) for t in lengths]).astype(np.int64)
-    return Plan(str(src.resolve()), layout, codec, shard_frames, episodes, lengths, ends), skipped
-
-
-def choose_codec(source: LoggerSource, plan: Plan, requested: str) -> tuple[str, str]:
-    """`(preset, why)`: `auto` compresses a sample of the source's frames with lz4 and keeps it only
-    when it saves at least `AUTO_MIN_SAVING` (noisy renders save a few percent and read 2x slower)."""
-    if requested != AUTO_CODEC:
-        return requested, f"{requested} (asked for)"
-    import numcodecs
-
-    lz4 = numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.NOSHUFFLE)
-    per_episode = max(1, CODEC_SAMPLE_FRAMES // min(len(plan.episodes), 8))
-    raw = packed = 0
-    for e in np.unique(np.linspace(0, len(plan.episodes) - 1, min(len(plan.episodes), 8)).astype(int)).tolist():
-        n = int(plan.episode_ends[e] - plan.episode_starts[e])
-        steps = np.unique(np.linspace(0, n - 1, min(n, per_episode)).astype(int))
-        frames = source.open_frames(plan.episodes[e])
-        block = frames_to_store(frames[torch.from_numpy(steps)].numpy(), plan.layout, plan.episodes[e], 0)
-        for f in block:
-            raw += f.nbytes
-            packed += len(lz4.encode(np.ascontiguousarray(f)))
-    saving = 1 - packed / max(raw, 1)
-    sample = f"{raw // max(int(np.prod(plan.layout.observation.shape)), 1)} sampled frames"
-    if saving < AUTO_MIN_SAVING:
-        return "none", (f"none: lz4 saves {100 * saving:.0f} % on {sample} (less than {100 * AUTO_MIN_SAVING:.0f} %), "
-                        "so frames are stored uncompressed, the fastest to read")
-    return "lz4", f"lz4: it saves {100 * saving:.0f} % on {sample}"
 
 
 def convert_to_zarr(
@@ -472,8 +156,8 @@ def convert_to_zarr(
                     f"{out}: {e.strerror or e}{where}; the finished part is kept in {partial}: fix the cause "
                     "(free disk space) and run the same command with --resume"
                 ) from e
-            except FcsError:
-                if not resume:  # bad data in a fresh run: nothing worth resuming
+            except Exception:  # bad data (FcsError) or a bug in a fresh run: nothing worth resuming
+                if not resume:
                     shutil.rmtree(partial, ignore_errors=True)
                 raise
 
@@ -482,15 +166,14 @@ def _convert(src: Path, out: Path, partial: Path, layout: Layout, codec: str, po
              skip_bad: bool, verify: bool, shard_frames: int, progress: ConvertProgress, command: list[str] | None,
              t_start: float) -> ConversionResult:
     timings: dict[str, float] = {}
+    arrays = store_arrays(layout)
     t0 = time.perf_counter()
     report = validate_source(src, layout, pool=pool, progress=progress.validate)
     timings["validate"] = time.perf_counter() - t0
-    plan, skipped = _plan(src, layout, report, codec, shard_frames, skip_bad)
-    plan.codec, codec_note = choose_codec(open_source(src, layout), plan, codec)
-    files = {p.name: p.stat().st_mtime_ns ^ p.stat().st_size for p in src.iterdir() if p.is_file()}
-    for e in plan.episodes:
-        files.update(_episode_files(src, e))
-    fingerprint = plan.fingerprint(files)
+    plan, skipped = plan_conversion(src, layout, report, codec, shard_frames, skip_bad)
+    source = open_source(src, layout)
+    plan.codec, codec_note = choose_codec(source, plan, codec)
+    fingerprint = plan.fingerprint(source_files(source, plan.episodes))
     plan_json = plan.to_json()
 
     if resume:
@@ -504,16 +187,16 @@ def _convert(src: Path, out: Path, partial: Path, layout: Layout, codec: str, po
         create_arrays(partial, layout=layout, episode_ends=plan.episode_ends, codec=codec_preset(plan.codec),
                       shard_frames=shard_frames)
         zarr.open_group(str(partial), mode="r+").attrs.update({PARTIAL_ATTR: {"fingerprint": fingerprint}})
-    lowdim_rec, shard_recs = _read_progress(partial / PROGRESS_FILE)
+    lowdim_rec, shard_recs = read_progress(partial / PROGRESS_FILE)
     resumed_shards = len(shard_recs)
-    log = _ProgressLog(partial / PROGRESS_FILE)
-    runner = _Runner(pool, plan_json, str(partial))
+    log = ProgressLog(partial / PROGRESS_FILE)
+    runner = Runner(pool, plan_json, str(partial))
     worker_rss = idle_rss = 0.0
     try:
         if lowdim_rec is None:
             t0 = time.perf_counter()
             total = plan.num_frames
-            rows = {name: np.zeros((total, *shape), dtype) for name, (shape, dtype) in row_arrays(layout).items()}
+            rows = {a.name: np.zeros((total, *a.row_shape), a.dtype) for a in arrays.values() if not a.is_frames}
             metas: list[dict] = [{}] * len(plan.episodes)
             for done, d in enumerate(runner.map("episode_lowdim", range(len(plan.episodes))), 1):
                 e = d["episode"]
@@ -525,8 +208,8 @@ def _convert(src: Path, out: Path, partial: Path, layout: Layout, codec: str, po
                 if progress.episodes:
                     progress.episodes(done, len(plan.episodes))
             for name, values in rows.items():
-                writable(partial, step_array(name))[:] = values
-                fsync_tree(partial / step_array(name))
+                writable(partial, arrays[name].path)[:] = values
+                fsync_tree(partial / arrays[name].path)
             state, action = rows["state"], rows["action"]
             lowdim_rec = {"lowdim": True, "episodes": metas, "stats": _lowdim_stats(state, action, layout),
                           "norm_stats": _default_split_stats(plan, state, action, layout).model_dump()}
@@ -572,11 +255,11 @@ def _convert(src: Path, out: Path, partial: Path, layout: Layout, codec: str, po
             verified = True
             timings["verify"] = time.perf_counter() - t0
 
-        hists = {array: image_stats(np.sum([np.asarray(r["hists"][array], np.int64) for r in shard_recs.values()],
-                                           axis=0)).model_dump()
-                 for array in frame_arrays(layout)}
-        stats = StoreStats.model_validate({**lowdim_rec["stats"], "rgb": hists[RGB],
-                                           "cameras": {c.name: hists[camera_array(c.name)] for c in layout.cameras}})
+        hists = {a.camera: image_stats(np.sum([np.asarray(r["hists"][a.path], np.int64) for r in shard_recs.values()],
+                                              axis=0)).model_dump()
+                 for a in arrays.values() if a.is_frames}
+        stats = StoreStats.model_validate({**lowdim_rec["stats"], "rgb": hists[layout.observation.camera],
+                                           "cameras": {c.name: hists[c.name] for c in layout.cameras}})
         conversions = conversion_notes(layout)
         metadata = StoreMetadata(
             fcs_format=FORMAT_VERSION, layout=layout, num_episodes=len(plan.episodes), num_frames=plan.num_frames,
@@ -609,8 +292,8 @@ def _convert(src: Path, out: Path, partial: Path, layout: Layout, codec: str, po
     return ConversionResult(
         store=out, report=report, codec=plan.codec, codec_note=codec_note, num_episodes=len(plan.episodes),
         num_frames=plan.num_frames, skipped=skipped, conversions=conversions, resumed_shards=resumed_shards,
-        source_bytes=sum(_dir_bytes(src / f"{i:06d}") for i in plan.episodes), store_bytes=_dir_bytes(out),
-        seconds=time.perf_counter() - t_start, peak_rss_main_mb=_peak_rss_mb(), peak_rss_worker_mb=worker_rss,
+        source_bytes=sum(source.episode_bytes(i) for i in plan.episodes), store_bytes=_dir_bytes(out),
+        seconds=time.perf_counter() - t_start, peak_rss_main_mb=peak_rss_mb(), peak_rss_worker_mb=worker_rss,
         idle_rss_worker_mb=idle_rss,
         verified=verified, timings=timings,
     )
@@ -627,10 +310,3 @@ def _default_split_stats(plan: Plan, state: np.ndarray, action: np.ndarray, layo
     rows = np.concatenate([np.arange(plan.episode_starts[e], plan.episode_ends[e]) for e in train])
     return SplitStats(split_ratio=DEFAULT_SPLIT_RATIO, seed=DEFAULT_SPLIT_SEED, train_episodes=train.tolist(),
                       **training_stats(state[rows], action[rows], layout.proprio_slice))
-
-
-def _episode_files(src: Path, episode: int) -> dict[str, int]:
-    d = src / f"{episode:06d}"
-    if not d.is_dir():
-        return {}
-    return {f"{d.name}/{p.name}": p.stat().st_mtime_ns ^ p.stat().st_size for p in d.iterdir() if p.is_file()}

@@ -19,26 +19,14 @@ from fcs_data.format import (
     META,
     RGB,
     ArraySpec,
-    camera_array,
     episode_ends_spec,
     frames_spec,
     rows_spec,
     shard_file,
-    step_array,
+    store_arrays,
 )
 from fcs_data.schemas import Layout
 from fcs_data.schemas.codec import Codec
-
-
-def frame_arrays(layout: Layout) -> dict[str, tuple[int, int, int]]:
-    """Camera array -> frame shape: `data/rgb` for the observation, `data/rgb_<name>` for further cameras."""
-    return {RGB: layout.observation.shape, **{camera_array(c.name): c.shape for c in layout.cameras}}
-
-
-def row_arrays(layout: Layout) -> dict[str, tuple[tuple[int, ...], str]]:
-    """Per-step array name -> (row shape, dtype): state, action and the layout's per-step fields."""
-    return {"state": ((layout.state_dim,), "float32"), "action": ((layout.action_dim,), "float32"),
-            **{name: ((), "int64") for name in layout.step_fields}}
 
 
 def create_arrays(path: str | Path, *, layout: Layout, episode_ends: np.ndarray, codec: Codec,
@@ -49,9 +37,9 @@ def create_arrays(path: str | Path, *, layout: Layout, episode_ends: np.ndarray,
     root = zarr.open_group(str(path), mode="w-", zarr_format=3)
     root.create_group(DATA)
     root.create_group(META)
-    specs: dict[str, ArraySpec] = {array: frames_spec(total, shape, codec, shard_frames)
-                                   for array, shape in frame_arrays(layout).items()}
-    specs |= {step_array(name): rows_spec(total, shape, dtype, name) for name, (shape, dtype) in row_arrays(layout).items()}
+    specs: dict[str, ArraySpec] = {
+        a.path: frames_spec(total, a.row_shape, codec, shard_frames) if a.is_frames
+        else rows_spec(total, a.row_shape, a.dtype, a.name) for a in store_arrays(layout).values()}
     specs[EPISODE_ENDS] = episode_ends_spec(len(ends))
     for name, spec in specs.items():
         zarr.create_array(root.store, name=name, **spec.create_kwargs())

@@ -14,6 +14,7 @@ with its `rgb` and `forward` variants applied (one variant per group at most).
 from __future__ import annotations
 
 import json
+import math
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -21,6 +22,8 @@ from typing import Any, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fcs_data.mappings import merge_mappings
 
 FieldKind = Literal[
     "position",  # Cartesian position (m); `reach` enables the workspace check
@@ -90,12 +93,14 @@ class VectorField(_Strict):
 
 
 class Camera(_Strict):
-    """A further camera: frames `(height, width, 3)` in a per-step dataset of each step file."""
+    """A further camera: frames `(height, width, 3)` in a per-step dataset of each step file (stored in
+    the format `Sources.image_dtype` / `Sources.image_leading_singleton` declare), or, for single-file
+    sources, a `(T, height, width, 3)` dataset of each demo."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     height: int = Field(gt=0)
     width: int = Field(gt=0)
-    dtype: Literal["uint8"] = "uint8"
+    dtype: Literal["uint8"] = Field(default="uint8", description="the store's dtype for this camera")
     channel_order: Literal["RGB", "BGR"] = "RGB"
     step_dataset: str = Field(description="e.g. observations/color/cam_1")
 
@@ -117,11 +122,23 @@ class Observation(_Strict):
     fused: Literal["side_by_side", "channel_stack", "alpha"] | None = Field(
         default=None, description="the logger fused several cameras into this one image (kept as one image)")
     color_dataset: str | None = Field(
-        default=None, description="per-step dataset with the same camera's RGB uint8 frames (channel-order evidence)")
+        default=None, description="per-step dataset holding a copy of the same camera's frames")
+    color_independent: bool = Field(
+        default=False,
+        description="the copy in `color_dataset` comes from a code path independent of the frames' own, so its "
+                    "agreement tells the channel order; False (the loggers: both pass through one conversion): "
+                    "the declared `channel_order` holds and detection says it assumed it")
+    fused_from: list[str] = Field(
+        default_factory=list, description="per-step datasets of the cameras the logger fused into these frames")
+    dataset: str | None = Field(
+        default=None, description="single-file sources: the frames' dataset inside each demo (e.g. obs/table_cam)")
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return (self.height, self.width, self.channels)
+
+
+SourceKind = Literal["global_pth", "per_step_h5", "robomimic_hdf5"]
 
 
 class Sources(_Strict):
@@ -129,14 +146,30 @@ class Sources(_Strict):
 
     `global_pth`: one `(N, T_max, dim)` tensor per quantity at the dataset root (the v1 logger).
     `per_step_h5`: one HDF5 file per step in each episode directory (`000.h5`, ...), with the state
-    and action read from the named datasets and flattened.
+    and action read from the named datasets, of the declared shapes, flattened.
+    `robomimic_hdf5`: one HDF5 file with a group `data/demo_N` per episode (Isaac Lab's recorder and
+    Mimic): the state concatenated from `state_datasets` (each `(T, width)`), actions `(T, action_dim)`.
     """
 
-    kind: Literal["global_pth", "per_step_h5"] = "global_pth"
+    kind: SourceKind = "global_pth"
     states_file: str = "states.pth"
     actions_file: str = "actions.pth"
+    metadata: Literal["written", "optional"] = Field(
+        default="written", description="written: the logger writes metadata.pkl (a missing one is a warning); "
+                                       "optional: it writes none (lengths come from the frames, silently)")
     state_dataset: str | None = None
     action_dataset: str | None = None
+    state_shape: list[int] | None = Field(
+        default=None, description="per-step state dataset shape as the logger writes it, e.g. [1, 1, 14]")
+    action_shape: list[int] | None = Field(default=None, description="per-step action dataset shape, e.g. [6]")
+    state_datasets: dict[str, int] = Field(
+        default_factory=dict, description="robomimic_hdf5: datasets (inside each demo) concatenated into the state, "
+                                          "with their widths, in order")
+    image_dtype: Literal["uint8", "float32"] = Field(
+        default="float32", description="per-step image datasets' dtype (the loggers' process_imgs: float32 0..255)")
+    image_leading_singleton: bool = Field(
+        default=True, description="per-step image datasets are (1, H, W, 3) (True, as the loggers write them) or "
+                                  "(H, W, 3)")
     step_digits: int | None = Field(default=None, ge=1, description="step files are named with this many digits "
                                                                      "(2: 00.h5, 3: 000.h5); None: any one width")
     frame_index_dataset: str | None = Field(
@@ -148,7 +181,13 @@ class Sources(_Strict):
     def _check(self) -> Self:
         if self.kind == "per_step_h5" and not (self.state_dataset and self.action_dataset):
             raise ValueError("per_step_h5 sources need `state_dataset` and `action_dataset`")
+        if self.kind == "robomimic_hdf5" and not (self.state_datasets and self.action_dataset):
+            raise ValueError("robomimic_hdf5 sources need `state_datasets` and `action_dataset`")
         return self
+
+    def image_shape(self, height: int, width: int) -> tuple[int, ...]:
+        """The shape of one step's image dataset for a camera of `height` x `width`."""
+        return (1, height, width, 3) if self.image_leading_singleton else (height, width, 3)
 
 
 class Variant(_Strict):
@@ -217,7 +256,49 @@ class Layout(_Strict):
         cams = [self.observation.camera, *(c.name for c in self.cameras)]
         if len(set(cams)) != len(cams):
             raise ValueError(f"camera names repeat: {cams}")
+        src = self.sources
+        for what, shape, dim in (("state_shape", src.state_shape, self.state_dim),
+                                 ("action_shape", src.action_shape, self.action_dim)):
+            if shape is not None and math.prod(shape) != dim:
+                raise ValueError(f"sources.{what} {shape} holds {math.prod(shape)} values, not {dim}")
+        if src.state_datasets and sum(src.state_datasets.values()) != self.state_dim:
+            raise ValueError(f"sources.state_datasets widths sum to {sum(src.state_datasets.values())}, "
+                             f"not state_dim {self.state_dim}")
+        if src.kind == "robomimic_hdf5" and not self.observation.dataset:
+            raise ValueError("robomimic_hdf5 sources need observation.dataset (the frames inside each demo)")
         return self
+
+    @property
+    def step_datasets(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        """per_step_h5: every dataset the layout reads from each step file -> `(shape, dtype)`, the dtype
+        `real` (any real number type), `integer`, or an exact numpy dtype name."""
+        src, obs = self.sources, self.observation
+        if src.kind != "per_step_h5" or not (src.state_dataset and src.action_dataset):
+            return {}
+        out = {src.state_dataset: (tuple(src.state_shape or [self.state_dim]), "real"),
+               src.action_dataset: (tuple(src.action_shape or [self.action_dim]), "real")}
+        if src.frame_index_dataset:
+            out[src.frame_index_dataset] = ((), "integer")
+        for name in [*([obs.color_dataset] if obs.color_dataset else []), *obs.fused_from]:
+            out[name] = (src.image_shape(obs.height, obs.width), src.image_dtype)
+        for cam in self.cameras:
+            out[cam.step_dataset] = (src.image_shape(cam.height, cam.width), src.image_dtype)
+        return out
+
+    @property
+    def demo_datasets(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        """robomimic_hdf5: every dataset the layout reads from each demo -> `(shape, dtype)` with the
+        leading time dimension left out (every one has `num_samples` rows)."""
+        src, obs = self.sources, self.observation
+        if src.kind != "robomimic_hdf5" or not src.action_dataset or not obs.dataset:
+            return {}
+        out: dict[str, tuple[tuple[int, ...], str]] = {name: ((width,), "real")
+                                                        for name, width in src.state_datasets.items()}
+        out[src.action_dataset] = ((self.action_dim,), "real")
+        out[obs.dataset] = (obs.shape, obs.dtype)
+        for cam in self.cameras:
+            out[cam.step_dataset] = (cam.shape, cam.dtype)
+        return out
 
     def state_field(self, name: str) -> VectorField:
         for f in self.state:
@@ -280,14 +361,6 @@ class Layout(_Strict):
         if not isinstance(data, dict):
             raise ValueError(f"{path}: a layout file holds one mapping, got {type(data).__name__}")
         return cls.model_validate(data)
-
-
-def merge_mappings(base: dict, over: dict) -> dict:
-    """`base` updated by `over`: nested mappings merge, everything else (lists too) is replaced."""
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = merge_mappings(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 DEFAULT_LAYOUT = "franka_cube_stack_v1"

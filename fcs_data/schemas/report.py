@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
 
 Severity = Literal["error", "warning", "info"]
 
@@ -34,6 +34,9 @@ FINDING_KINDS: dict[str, tuple[Severity, str]] = {
     "step-files": ("error", "per-step files are missing, duplicated or misnamed"),
     "frame-index": ("error", "keyframe indices do not increase"),
     "action-anchor": ("error", "segment actions do not start (end) at the EE position observed: misaligned data"),
+    "bad-dataset": ("error", "a dataset is missing, a group or link, empty, or of the wrong dtype or shape"),
+    "layout-undetected": ("error", "no built-in layout matches the dataset (each one's first mismatch in data)"),
+    "layout-ambiguous": ("error", "more than one built-in layout matches the dataset"),
     # store errors
     "store-format": ("error", "not an fcs store, or an unsupported format version"),
     "store-shape": ("error", "store arrays disagree with episode_ends"),
@@ -64,6 +67,13 @@ FINDING_KINDS: dict[str, tuple[Severity, str]] = {
 MAX_STEPS_LISTED = 20
 
 
+def printable(text: str | None) -> str | None:
+    """`text` with undecodable bytes of a file name (surrogates) shown as U+FFFD, so it prints and serialises."""
+    if text is None or not any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+        return text
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
 class Finding(BaseModel):
     """One thing the validator noticed, located as precisely as it can be."""
 
@@ -78,7 +88,12 @@ class Finding(BaseModel):
     steps: list[int] = Field(default_factory=list, description=f"first {MAX_STEPS_LISTED} time steps")
     num_steps: int = Field(default=0, description="how many time steps are affected in total")
     hint: str | None = None
-    data: dict[str, float | int | str | list[int] | list[float]] | None = None
+    data: dict[str, float | int | str | list[int] | list[float] | list[str] | dict[str, str]] | None = None
+
+    @field_validator("message", "file", "field", "hint")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        return printable(value)
 
     @classmethod
     def make(
@@ -132,7 +147,12 @@ class ValidationReport(BaseModel):
 
     path: str
     kind: Literal["source", "store"]
-    layout: str
+    layout: str | None = Field(description="the layout the data was checked against; None when none was found")
+
+    @field_validator("path")
+    @classmethod
+    def _printable_path(cls, value: str) -> str:
+        return printable(value) or ""
     num_episodes: int = 0
     num_frames: int = 0
     episodes_checked: list[int] = Field(default_factory=list)
@@ -142,6 +162,14 @@ class ValidationReport(BaseModel):
     elapsed_s: float = 0.0
     detected: list[str] = Field(default_factory=list, description="how the layout was detected (when not given)")
     findings: list[Finding] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_computed(cls, data: object) -> object:
+        """A report read back from its JSON carries `counts`, which is computed, not stored."""
+        if isinstance(data, dict) and "counts" in data:
+            data = {k: v for k, v in data.items() if k != "counts"}
+        return data
 
     @computed_field  # type: ignore[prop-decorator]
     @property

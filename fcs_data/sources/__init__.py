@@ -2,8 +2,8 @@
 
 A source reader finds what is on disk (`scan` -> `SourceManifest` plus structural findings) and
 reads one episode at a time: low-dimensional arrays for the valid steps only, and the frame tensor
-memory-mapped so that a block of frames costs only its own pages. Readers report what they find;
-the validator judges it and the converter brings it to the store's conventions (`conventions`).
+memory-mapped when possible. Readers check what they read and report what they find; the validator
+judges it and the converter brings it to the store's conventions (`conventions`).
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from fcs_data.schemas import Layout
 from fcs_data.sources.base import LoggerSource, ScanResult, StepArrays, file_finding
 from fcs_data.sources.global_pth import GlobalPthSource
 from fcs_data.sources.per_step_h5 import PerStepH5Source
+from fcs_data.sources.robomimic import RobomimicSource
 
-__all__ = ["GlobalPthSource", "LoggerSource", "PerStepH5Source", "ScanResult", "StepArrays", "file_finding",
-           "open_source"]
+__all__ = ["GlobalPthSource", "LoggerSource", "PerStepH5Source", "RobomimicSource", "ScanResult", "StepArrays",
+           "file_finding", "open_source"]
 
 
 def open_source(root: str | Path, layout: Layout) -> LoggerSource:
@@ -27,4 +28,6 @@ def open_source(root: str | Path, layout: Layout) -> LoggerSource:
         return GlobalPthSource(root, layout)
     if kind == "per_step_h5":
         return PerStepH5Source(root, layout)
+    if kind == "robomimic_hdf5":
+        return RobomimicSource(root, layout)
     raise SourceError(f"no reader for source kind {kind!r}")

@@ -1,8 +1,15 @@
-"""`LoggerSource`: what every logger-format reader shares (scanning, metadata, frames, params)."""
+"""`LoggerSource`: what every logger-format reader offers validation, detection and conversion.
+
+A reader knows where an episode lives (a directory `NNNNNN/`, or a demo group of one HDF5 file),
+reads its frames, its states and actions for the valid steps, its further cameras and its
+parameters, and says what it holds on disk (for fingerprints and hashes). Every read checks what it
+reads; a surprise is an `FcsError` naming the file (and dataset), which `finding` turns into a
+validation finding.
+"""
 
 from __future__ import annotations
 
-import re
+import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,40 +17,49 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fcs_data.errors import FcsError, SourceError, UnreadableFileError, UnsafePickleError
-from fcs_data.safe_io import load_pickle, load_tensor
-from fcs_data.schemas import EpisodeEntry, Finding, Layout, SourceManifest
+from fcs_data.errors import DatasetError, FcsError, UnreadableFileError, UnsafePickleError
+from fcs_data.schemas import Finding, Layout, SourceManifest
 from fcs_data.schemas.layout import Camera
+from fcs_data.sources.naming import display_name
 
-_EPISODE_DIR = re.compile(r"^\d{6}$")
 
-
-def _jsonable(obj: object) -> object:
+def jsonable(obj: object) -> object:
     """Plain JSON data from unpickled metadata (numpy arrays and scalars become lists/numbers)."""
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple | set | frozenset):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
+        return jsonable(obj.tolist())
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, bytes | bytearray):
         return obj.decode("utf-8", errors="replace")
-    if isinstance(obj, float | int | str | bool) or obj is None:
+    if isinstance(obj, str):
+        return display_name(obj) if any(0xDC80 <= ord(c) <= 0xDCFF for c in obj) else obj
+    if isinstance(obj, float | int | bool) or obj is None:
         return obj
     return repr(obj)
 
 
+def relative(path: Path, root: Path) -> str:
+    """`path` relative to `root` (a dataset directory, or the one file of a single-file source), printable."""
+    base = root if root.is_dir() else root.parent
+    rel = path.relative_to(base) if path.is_relative_to(base) else path
+    return display_name(rel)
+
+
 def file_finding(exc: BaseException, path: Path, root: Path, episode: int | None = None) -> Finding:
-    """The finding for a file that could not be loaded."""
-    rel = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+    """The finding for a file (or a dataset in it) that could not be loaded."""
+    rel = relative(path, root)
     if isinstance(exc, UnsafePickleError):
         return Finding.make("unsafe-pickle", f"{rel}: {exc.what}; refused, nothing executed", episode=episode, file=rel)
     if isinstance(exc, FileNotFoundError):
         return Finding.make("missing-file", f"{rel} is missing", episode=episode, file=rel)
+    if isinstance(exc, DatasetError):
+        return Finding.make("bad-dataset", f"{rel}: {exc.reason}", episode=episode, file=rel, field=exc.dataset)
     reason = exc.reason if isinstance(exc, UnreadableFileError) else str(exc)
-    return Finding.make("unreadable-file", f"{rel}: {reason}", episode=episode, file=rel)
+    return Finding.make("unreadable-file", f"{rel}: {display_name(reason)}", episode=episode, file=rel)
 
 
 @dataclass
@@ -68,104 +84,54 @@ class LoggerSource(ABC):
     def __init__(self, root: str | Path, layout: Layout):
         self.root = Path(root)
         self.layout = layout
-        if not self.root.is_dir():
-            raise SourceError(f"{self.root}: not a directory")
 
-    # -- shared scanning ---------------------------------------------------------------------
-    def _read_metadata(self, findings: list[Finding]) -> dict:
-        path = self.root / "metadata.pkl"
-        if not path.exists():
-            return {}
-        try:
-            meta = load_pickle(path)
-        except (FcsError, OSError) as e:
-            findings.append(file_finding(e, path, self.root))
-            return {}
-        if not isinstance(meta, dict):
-            findings.append(Finding.make("unreadable-file", f"metadata.pkl holds a {type(meta).__name__}, not a dict",
-                                         file="metadata.pkl"))
-            return {}
-        return meta
-
-    def _metadata_lengths(self, meta: dict, findings: list[Finding]) -> tuple[list[int] | None, str]:
-        lengths = meta.get("episode_lengths")
-        source = "metadata.pkl"
-        if lengths is None and (self.root / "seq_lengths.pkl").exists():
-            try:
-                lengths = load_pickle(self.root / "seq_lengths.pkl")
-                source = "seq_lengths.pkl"
-            except (FcsError, OSError) as e:
-                findings.append(file_finding(e, self.root / "seq_lengths.pkl", self.root))
-                lengths = None
-        if lengths is None:
-            return None, "frames"
-        try:
-            return [int(x) for x in lengths], source
-        except (TypeError, ValueError):
-            findings.append(Finding.make("unreadable-file", f"{source}: episode lengths are not integers", file=source))
-            return None, "frames"
-
-    def _episode_dirs(self) -> dict[int, Path]:
-        return {int(p.name): p for p in self.root.iterdir() if p.is_dir() and _EPISODE_DIR.match(p.name)}
-
+    # -- what is on disk -------------------------------------------------------------------------
+    @abstractmethod
     def scan(self) -> ScanResult:
         """Find episodes, lengths and files; report structural problems as findings."""
-        findings: list[Finding] = []
-        meta = self._read_metadata(findings)
-        lengths, lengths_from = self._metadata_lengths(meta, findings)
-        dirs = self._episode_dirs()
-        if lengths is None:
-            if (self.root / "metadata.pkl").exists() or dirs:
-                findings.append(Finding.make(
-                    "metadata-missing",
-                    "no episode_lengths in metadata.pkl or seq_lengths.pkl; lengths are taken from the frames",
-                    file="metadata.pkl",
-                ))
-            n = (max(dirs) + 1) if dirs else 0
-        else:
-            n = len(lengths)
-        episodes = []
-        for i in range(n):
-            d = self.root / f"{i:06d}"
-            length = lengths[i] if lengths is not None else None
-            if i not in dirs:
-                findings.append(Finding.make(
-                    "missing-episode-dir", f"episode directory {d.name}/ is missing", episode=i, file=d.name
-                ))
-            entry = EpisodeEntry(index=i, directory=d.name, length=length)
-            if d.is_dir():
-                entry.files = {
-                    str(p.relative_to(self.root)): p.stat().st_size for p in sorted(d.rglob("*")) if p.is_file()
-                }
-            episodes.append(entry)
-        unlisted = sorted(p.name for i, p in dirs.items() if i >= n)
-        for name in unlisted:
-            findings.append(Finding.make(
-                "unlisted-episode-dir",
-                f"{name}/ exists but the metadata lists only {n} episodes; it will be ignored",
-                episode=int(name), file=name,
-            ))
-        root_files = {p.name: p.stat().st_size for p in sorted(self.root.iterdir()) if p.is_file()}
-        manifest = SourceManifest(
-            root=str(self.root), layout=self.layout.name, episodes=episodes, unlisted_dirs=unlisted,
-            root_files=root_files, metadata=_jsonable(meta), lengths_from=lengths_from,
-        )
-        self._scan_kind(manifest, findings)
-        if not manifest.episodes:
-            findings.append(Finding.make("empty-dataset", f"{self.root} holds no episodes"))
-        return ScanResult(manifest, findings)
 
     @abstractmethod
-    def _scan_kind(self, manifest: SourceManifest, findings: list[Finding]) -> None:
-        """Checks specific to how this kind stores states and actions."""
+    def has_episode(self, episode: int) -> bool:
+        """Whether the episode's directory (or demo group) exists."""
 
-    # -- per-episode reading -----------------------------------------------------------------
+    @abstractmethod
+    def episode_label(self, episode: int) -> str:
+        """Where the episode lives, as a user reads it: `000003` or `data/demo_3`."""
+
+    @abstractmethod
+    def frames_label(self, episode: int) -> str:
+        """The episode's frames, as a user reads it: `000003/obses.pth`."""
+
     def frames_path(self, episode: int) -> Path:
-        return self.root / f"{episode:06d}" / self.layout.observation.file
+        """The file the episode's frames are in."""
+        return self.root
 
+    def root_files(self) -> dict[str, int]:
+        """Files at the dataset root -> `mtime_ns ^ size` (what a resume fingerprint depends on)."""
+        return {display_name(p.name): p.stat().st_mtime_ns ^ p.stat().st_size
+                for p in sorted(self.root.iterdir()) if p.is_file()} if self.root.is_dir() else {}
+
+    @abstractmethod
+    def episode_files(self, episode: int) -> dict[str, int]:
+        """The episode's files (or datasets) -> a stamp that changes when they change."""
+
+    @abstractmethod
+    def episode_bytes(self, episode: int) -> int:
+        """Bytes the episode takes on disk."""
+
+    @abstractmethod
+    def episode_digest(self, episode: int, h: hashlib._Hash) -> None:
+        """Feed everything the episode holds on disk into `h` (the store's per-episode content hash)."""
+
+    def step_findings(self, episode: int, n_frames: int) -> tuple[list[Finding], int]:
+        """Findings about the episode's per-step files (naming, gaps, counts) and how many steps they
+        can serve; sources without per-step files have none."""
+        return [], n_frames
+
+    # -- per-episode reading ---------------------------------------------------------------------
+    @abstractmethod
     def open_frames(self, episode: int) -> torch.Tensor:
-        """The episode's frame tensor as stored, memory-mapped when possible."""
-        return load_tensor(self.frames_path(episode), mmap=True)
+        """The episode's frame tensor as stored `(T, H, W, C)`, memory-mapped when possible."""
 
     @abstractmethod
     def read_steps(self, episode: int, length: int) -> StepArrays:
@@ -173,15 +139,31 @@ class LoggerSource(ABC):
 
     def read_camera(self, episode: int, camera: Camera, start: int, stop: int) -> np.ndarray:
         """Frames `[start, stop)` of a further camera of the layout, `(n, h, w, 3)` as logged."""
-        raise SourceError(f"{self.root}: {type(self).__name__} has no further cameras")
+        raise FcsError(f"{self.root}: {type(self).__name__} has no further cameras")
 
-    def params_path(self, episode: int) -> Path:
-        return self.root / f"{episode:06d}" / "property_params.pkl"
+    def color_copy(self, episode: int, steps: list[int]) -> np.ndarray | None:
+        """The logged copy of the observation camera's frames at `steps`, `(n, H, W, 3)`, None when the
+        layout names none."""
+        return None
 
+    def fused_sources(self, episode: int, steps: list[int]) -> list[np.ndarray]:
+        """The frames of the cameras the logger fused, each `(n, H, W, 3)` at `steps` (empty when none)."""
+        return []
+
+    @abstractmethod
     def read_params(self, episode: int) -> dict:
-        """`property_params.pkl` as JSON-safe data ({} when absent), through the plain-data unpickler."""
-        path = self.params_path(episode)
-        if not path.exists():
-            return {}
-        params = load_pickle(path)
-        return _jsonable(params) if isinstance(params, dict) else {"value": _jsonable(params)}
+        """The episode's parameters as JSON-safe data ({} when there are none)."""
+
+    @abstractmethod
+    def params_path(self, episode: int) -> Path:
+        """The file the parameters come from (for findings)."""
+
+    def finding(self, exc: BaseException, episode: int | None, fallback: Path | None = None) -> Finding:
+        """The finding for an error raised while reading `episode`: the file it names, or `fallback`."""
+        path = getattr(exc, "path", None) or getattr(exc, "filename", None)
+        if path:
+            return file_finding(exc, Path(path), self.root, episode=episode)
+        if fallback is not None:
+            return file_finding(exc, fallback, self.root, episode=episode)
+        label = self.episode_label(episode) if episode is not None else None
+        return Finding.make("unreadable-file", display_name(str(exc)), episode=episode, file=label)

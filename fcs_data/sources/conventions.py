@@ -73,13 +73,19 @@ def frames_to_store(block: np.ndarray, layout: Layout, episode: int, first_step:
 
 
 def fuse_cameras(cam0: np.ndarray, cam1: np.ndarray, how: str) -> np.ndarray:
-    """Two cameras' uint8 RGB frames `(T, h, w, 3)` fused as the primitive logger fuses them:
-    `side_by_side` `(T, h, 2w, 3)`, `channel_stack` `[R0, G0, gray1]`, `alpha` the rounded mean."""
+    """Two cameras' uint8 RGB frames `(T, h, w, 3)` fused as the primitive logger fuses them (its
+    `fuse_cameras`, documented in Jacob1we/dino_wm DINO_WM_TRAINING_DOCUMENTATION.md section 12):
+    `side_by_side` each camera resized to half width (cv2.INTER_AREA: the mean of column pairs) and
+    put side by side, `(T, h, w, 3)`; `channel_stack` `[R0, G0, gray1]` (ITU-R 601 luma, as
+    cv2.COLOR_RGB2GRAY); `alpha` `0.5 cam0 + 0.5 cam1`, truncated to uint8."""
+    a, b = cam0.astype(np.float32), cam1.astype(np.float32)
     if how == "side_by_side":
-        return np.concatenate([cam0, cam1], axis=2)
+        w = a.shape[2] - a.shape[2] % 2
+        halves = [np.rint((x[:, :, 0:w:2] + x[:, :, 1:w:2]) / 2) for x in (a, b)]
+        return np.concatenate(halves, axis=2).astype(np.uint8)
     if how == "channel_stack":
-        gray = np.rint(cam1.astype(np.float64) @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
-        return np.stack([cam0[..., 0], cam0[..., 1], gray], axis=-1)
+        gray = np.rint(b @ np.array([0.299, 0.587, 0.114], np.float32))
+        return np.stack([a[..., 0], a[..., 1], gray], axis=-1).clip(0, 255).astype(np.uint8)
     if how == "alpha":
-        return np.rint((cam0.astype(np.float64) + cam1) / 2).astype(np.uint8)
+        return np.clip(0.5 * a + 0.5 * b, 0, 255).astype(np.uint8)
     raise ValueError(f"unknown fusion {how!r}")

@@ -1,7 +1,8 @@
 """Evidence the data gives about its own conventions, shared by validation and layout detection.
 
 Pure functions of arrays: how much a gripper points down under a quaternion order, whether frames
-match a camera's logged colour frames as they are or with reversed channels.
+match an independently written copy as they are or with reversed channels, whether they are
+the logger's own copy of themselves.
 """
 
 from __future__ import annotations
@@ -36,19 +37,21 @@ def quaternion_evidence(quat: np.ndarray, declared: str) -> tuple[str | None, fl
 
 def channel_evidence(frames_rgb: np.ndarray, colors_rgb: np.ndarray) -> tuple[str | None, float, float]:
     """`(verdict, same, swapped)`: mean absolute differences of frames `(n, H, W, 3)` read as RGB against
-    a camera's RGB frames as they are and with reversed channels; verdict `same`, `swapped` or None."""
-    colors = colors_rgb
-    if colors.shape[1:3] != frames_rgb.shape[1:3]:
-        from PIL import Image
-
-        h, w = frames_rgb.shape[1:3]
-        colors = np.stack([np.asarray(Image.fromarray(np.asarray(c, np.uint8)).resize((w, h), Image.Resampling.BILINEAR))
-                           for c in colors])
+    an independently written copy `(n, H, W, 3)` known to be RGB, as they are and with reversed channels;
+    verdict `same`, `swapped` or None. Meaningful only when the copy did not pass through the frames' own
+    channel conversion (`Observation.color_independent`)."""
     f = frames_rgb.astype(np.float32)
-    c = colors.astype(np.float32)
+    c = colors_rgb.astype(np.float32)
     same, swapped = float(np.abs(f - c).mean()), float(np.abs(f - c[..., ::-1]).mean())
     if swapped < _CHANNEL_MAD and swapped < 0.5 * same:
         return "swapped", same, swapped
     if same < _CHANNEL_MAD and same < 0.5 * swapped:
         return "same", same, swapped
     return None, same, swapped
+
+
+def same_picture(frames: np.ndarray, copy: np.ndarray) -> tuple[bool, float]:
+    """Whether frames `(n, H, W, 3)` and the logger's copy of them (same shape) hold the same pictures
+    (mean absolute difference under 1 on 0..255), and that difference."""
+    mad = float(np.abs(frames.astype(np.float32) - copy.astype(np.float32)).mean())
+    return mad < 1.0, mad

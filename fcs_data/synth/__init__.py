@@ -29,6 +29,7 @@ import torch
 
 from fcs_data.schemas import Layout, get_layout
 from fcs_data.sources.conventions import fuse_cameras
+from fcs_data.sources.naming import episode_dir_name, step_file_name
 from fcs_data.synth.kinematics import Trajectory, pick_and_place
 from fcs_data.synth.render import Renderer
 
@@ -215,22 +216,31 @@ def _dump_pickle(obj: object, path: Path) -> None:
 
 
 def _write_steps_h5(ep_dir: Path, ep: SynthEpisode, layout: Layout, step_digits: int) -> None:
+    """One file per step with the datasets the layout declares, in the shapes and dtypes the loggers write:
+    images `(1, H, W, 3)` float32 through the frames' own channel conversion, depth `(1, H, W)` uint16."""
     import h5py
 
-    state_ds, action_ds = layout.sources.state_dataset, layout.sources.action_dataset
+    src = layout.sources
+    state_ds, action_ds = src.state_dataset, src.action_dataset
     assert state_ds and action_ds
+    bgr = {layout.observation.camera: layout.observation.channel_order == "BGR" and layout.observation.fused is None,
+           **{c.name: c.channel_order == "BGR" for c in layout.cameras}}
     for t in range(len(ep.state)):
-        with h5py.File(ep_dir / f"{t:0{step_digits}d}.h5", "w") as f:
-            f.create_dataset(action_ds, data=ep.action[t])
-            f.create_dataset(state_ds, data=ep.state[t].reshape(1, 1, -1))
+        with h5py.File(ep_dir / step_file_name(t, step_digits), "w") as f:
+            f.create_dataset(action_ds, data=ep.action[t].reshape(src.action_shape or [layout.action_dim]))
+            f.create_dataset(state_ds, data=ep.state[t].reshape(src.state_shape or [layout.state_dim]))
             if ep.cubes is not None:
                 f.create_dataset("positions", data=ep.cubes[t][None].astype(np.float32))
             for key, values in ep.info.items():
                 value = values[t]
                 f.create_dataset(f"info/{key}", data=value.encode() if isinstance(value, str | np.str_) else value)
             for name, frames in ep.colors.items():
-                f.create_dataset(f"observations/color/{name}", data=frames[t])
-                f.create_dataset(f"observations/depth/{name}", data=np.zeros(frames.shape[1:3], np.uint16))
+                h, w = frames.shape[1:3]
+                image = frames[t][..., ::-1] if bgr.get(name) else frames[t]
+                f.create_dataset(f"observations/color/{name}",
+                                 data=image.astype(src.image_dtype).reshape(src.image_shape(h, w)))
+                depth_shape = (1, h, w) if src.image_leading_singleton else (h, w)
+                f.create_dataset(f"observations/depth/{name}", data=np.zeros(depth_shape, np.uint16))
 
 
 def synthesize(
@@ -255,6 +265,8 @@ def synthesize(
     primitive logger, keyframes for the keyframe logger).
     """
     layout = get_layout(layout)
+    if layout.sources.kind not in ("global_pth", "per_step_h5"):
+        raise ValueError(f"synth writes the Isaac Sim loggers' layouts, not {layout.sources.kind} ({layout.name})")
     out = Path(out)
     if episodes < 0 or min_len < 2 or max_len < min_len:
         raise ValueError(f"need episodes >= 0 and 2 <= min_len <= max_len (got {episodes}, {min_len}, {max_len})")
@@ -285,7 +297,7 @@ def synthesize(
         ep = synth_episode(layout, length, seed, i, renderers)
         if ep.state.shape[1] != layout.state_dim or ep.action.shape[1] != layout.action_dim:
             raise ValueError(f"synth does not know how to fill layout {layout.name!r}")
-        ep_dir = tmp / f"{i:06d}"
+        ep_dir = tmp / episode_dir_name(i)
         ep_dir.mkdir()
         torch.save(torch.from_numpy(ep.frames), ep_dir / obs.file)
         _dump_pickle(ep.params, ep_dir / "property_params.pkl")

@@ -4,12 +4,33 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from fcs_data.schemas import Layout, ValidationReport, get_layout
+from fcs_data.schemas import Finding, Layout, ValidationReport, get_layout
 from fcs_data.validation.source import validate_source
 from fcs_data.validation.store import validate_store
 
-__all__ = ["validate", "validate_source", "validate_store"]
+if TYPE_CHECKING:
+    from fcs_data.errors import DetectionError
+
+__all__ = ["detection_report", "validate", "validate_source", "validate_store"]
+
+
+def detection_report(path: str | Path, error: DetectionError) -> ValidationReport:
+    """The report of a dataset whose layout could not be detected: one error finding, `layout-undetected`
+    (data: `tried`, the built-in layouts judged, and `mismatches`, each one's first mismatch) or
+    `layout-ambiguous` (data: `matches` as well)."""
+    report = ValidationReport(path=str(path), kind="source", layout=None)
+    data: dict = {"tried": sorted(error.mismatches) if not error.matches else sorted({*error.mismatches,
+                                                                                       *error.matches}),
+                  "mismatches": dict(error.mismatches)}
+    if error.matches:
+        report.add(Finding.make("layout-ambiguous", str(error), data={**data, "matches": error.matches},
+                                hint="pass --layout with the right one"))
+    else:
+        report.add(Finding.make("layout-undetected", str(error), data=data,
+                                hint="write a layout file and pass --layout (fcs layouts show NAME prints one)"))
+    return report
 
 
 def _looks_like_store(path: Path) -> bool:

@@ -12,8 +12,8 @@ import torch
 
 from fcs_data._pool import WorkerPool
 from fcs_data.errors import FcsError, SourceError
-from fcs_data.schemas import EpisodeEntry, Finding, Layout, ValidationReport
-from fcs_data.sources import PerStepH5Source, file_finding, open_source
+from fcs_data.schemas import Finding, Layout, ValidationReport
+from fcs_data.sources import LoggerSource, open_source
 from fcs_data.sources.conventions import conversion_notes
 from fcs_data.sources.evidence import channel_evidence
 from fcs_data.validation import checks
@@ -60,86 +60,72 @@ def _obs_shape_findings(layout: Layout, episode: int, rel: str, frames: torch.Te
 def check_episode(root: str, layout_json: str, index: int, length: int | None, lowdim_ok: bool) -> EpisodeResult:
     """All findings of one episode. Runs in a worker process; memory is one block of frames."""
     layout = Layout.model_validate_json(layout_json)
-    entry = EpisodeEntry(index=index, directory=f"{index:06d}", length=length)
     src = open_source(root, layout)
-    i = entry.index
+    i = index
     res = EpisodeResult(i)
-    if not (src.root / entry.directory).is_dir():
+    if not src.has_episode(i):
         return res  # reported by the scan
-    params = src.params_path(i)
     try:
         src.read_params(i)  # the converter opens it with the same safe loader
     except (FcsError, OSError) as e:
-        res.findings.append(file_finding(e, params, src.root, episode=i))
-    rel = str(src.frames_path(i).relative_to(src.root))
+        res.findings.append(src.finding(e, i, src.params_path(i)))
+    rel = src.frames_label(i)
     try:
         frames = src.open_frames(i)
     except (FcsError, OSError) as e:
-        res.findings.append(file_finding(e, src.frames_path(i), src.root, episode=i))
+        res.findings.append(src.finding(e, i, src.frames_path(i)))
         return res
     shape_problems = _obs_shape_findings(layout, i, rel, frames)
     res.findings += shape_problems
     n_frames = int(frames.shape[0]) if frames.ndim >= 1 else 0
-    length = entry.length if entry.length is not None else n_frames
-    if entry.length is not None and entry.length != n_frames:
+    usable = length if length is not None else n_frames
+    if length is not None and length != n_frames:
         res.findings.append(Finding.make(
-            "length-mismatch", f"metadata says {entry.length} steps, {rel} holds {n_frames} frames",
-            episode=i, file=rel, data={"metadata": entry.length, "frames": n_frames},
+            "length-mismatch", f"metadata says {length} steps, {rel} holds {n_frames} frames",
+            episode=i, file=rel, data={"metadata": length, "frames": n_frames},
         ))
-        length = min(length, n_frames)
-
-    if isinstance(src, PerStepH5Source):
-        files, step_problems = src.step_files(i)
-        res.findings += step_problems
-        if not step_problems and len(files) != n_frames:
-            res.findings.append(Finding.make(
-                "step-files", f"{len(files)} step files for {n_frames} frames in {rel}", episode=i,
-                file=entry.directory,
-            ))
-        lowdim_ok = lowdim_ok and not step_problems
-        length = min(length, len(files))
+        usable = min(usable, n_frames)
+    step_problems, served = src.step_findings(i, n_frames)
+    res.findings += step_problems
+    usable = min(usable, served)  # 0 when the step files cannot be trusted
 
     state = action = None
-    if lowdim_ok and length > 0:
+    if lowdim_ok and usable > 0:
         try:
-            steps = src.read_steps(i, length)
+            steps = src.read_steps(i, usable)
             state, action = steps.state, steps.action
-            res.findings += _step_field_findings(layout, i, steps.fields, entry.directory)
-        except (FcsError, OSError, ValueError) as e:
-            path = getattr(e, "path", None)
-            if path:
-                res.findings.append(file_finding(e, Path(path), src.root, episode=i))
-            else:
-                res.findings.append(Finding.make("unreadable-file", str(e), episode=i, file=entry.directory))
+            res.findings += _step_field_findings(layout, i, steps.fields, src.episode_label(i))
+        except (FcsError, OSError) as e:
+            res.findings.append(src.finding(e, i))
         if state is not None and action is not None:
             dims_ok = True
             for arr, dim, code, what in ((state, layout.state_dim, "state-dim", "state"),
                                          (action, layout.action_dim, "action-dim", "action")):
-                if arr.shape[1] != dim:
+                if arr.shape != (usable, dim):
                     dims_ok = False
                     res.findings.append(Finding.make(
-                        code, f"{what} has {arr.shape[1]} values per step, layout {layout.name} says {dim}",
-                        episode=i, field=what, file=entry.directory,
+                        code, f"{what} has {arr.shape[1:]} values per step, layout {layout.name} says {dim}",
+                        episode=i, field=what, file=src.episode_label(i),
                     ))
             if dims_ok:
                 res.findings += checks.lowdim(layout, i, state, action)
             else:
                 state = action = None
 
-    if isinstance(src, PerStepH5Source) and lowdim_ok and length > 0 and not shape_problems:
-        res.findings += _camera_findings(src, layout, i, frames, length)
+    if state is not None and not shape_problems:
+        res.findings += _channel_findings(src, layout, i, frames, usable)
 
-    if not shape_problems and length > 0:
-        moving = np.zeros(length, bool)
+    if not shape_problems and usable > 0:
+        moving = np.zeros(usable, bool)
         if state is not None:
             moving[1:] = (np.abs(np.diff(state, axis=0)) > 1e-7).any(axis=1)
         scan = checks.FrameScan(moving, integral=frames.dtype.is_floating_point)
-        for start in range(0, length, FRAME_BLOCK):
-            scan.update(start, frames[start : min(start + FRAME_BLOCK, length)].numpy())
+        for start in range(0, usable, FRAME_BLOCK):
+            scan.update(start, frames[start : min(start + FRAME_BLOCK, usable)].numpy())
         res.findings += scan.findings(i, rel)
     del frames
     if not any(f.severity == "error" for f in res.findings):
-        res.length = length
+        res.length = usable
     return res
 
 
@@ -155,41 +141,33 @@ def _step_field_findings(layout: Layout, episode: int, fields: dict[str, np.ndar
     return out
 
 
-def _camera_findings(src: PerStepH5Source, layout: Layout, episode: int, frames, length: int) -> list[Finding]:
-    """Further cameras readable at the layout's shape; the frames' channel order against the logged colour."""
-    out = []
-    steps = sorted({0, length // 2, length - 1})
-    for cam in layout.cameras:
-        try:
-            got = src.read_camera(episode, cam, steps[0], steps[0] + 1)
-        except (FcsError, OSError) as e:
-            path = getattr(e, "path", None)
-            out.append(file_finding(e, Path(path), src.root, episode=episode) if path else
-                       Finding.make("unreadable-file", str(e), episode=episode, field=f"camera {cam.name}"))
-            continue
-        if got.shape[1:] != cam.shape or got.dtype != np.uint8:
-            out.append(Finding.make("obs-resolution", f"camera {cam.name} ({cam.step_dataset}) frames are "
-                                    f"{got.shape[1:]} {got.dtype}, the layout says {cam.shape} uint8",
-                                    episode=episode, field=f"camera {cam.name}"))
+def _channel_findings(src: LoggerSource, layout: Layout, episode: int, frames, length: int) -> list[Finding]:
+    """The frames' channel order against a colour copy written by an independent code path (only
+    layouts that declare one: `Observation.color_independent`)."""
     obs = layout.observation
-    if obs.color_dataset is None or obs.fused is not None:
-        return out
-    colors = src.read_color(episode, steps, obs.color_dataset)
-    if colors is None or colors.ndim != 4 or colors.shape[-1] != 3:
-        return out
+    if obs.color_dataset is None or obs.fused is not None or not obs.color_independent:
+        return []
+    steps = sorted({0, length // 2, length - 1})
+    try:
+        colors = src.color_copy(episode, steps)
+    except (FcsError, OSError) as e:
+        return [src.finding(e, episode)]
+    if colors is None or colors.shape[1:] != obs.shape:
+        return []
     logged = frames[torch.as_tensor(steps)].numpy()
     rgb = logged[..., ::-1] if obs.channel_order == "BGR" else logged
     verdict, same, swapped = channel_evidence(rgb, colors)
-    if verdict == "swapped":
-        actual = "RGB" if obs.channel_order == "BGR" else "BGR"
-        out.append(Finding.make(
-            "channel-order",
-            f"{obs.file} read as {obs.channel_order} differs from {obs.color_dataset} by {same:.1f} (mean absolute, "
-            f"0..255) and matches it with the channels reversed ({swapped:.1f}): the frames are {actual}",
-            episode=episode, field="obs", steps=steps,
-            hint=f"declare channel_order {actual} (for the min and keyframe loggers: the rgb variant)",
-            data={"declared_difference": same, "reversed_difference": swapped}))
-    return out
+    if verdict != "swapped":
+        return []
+    actual = "RGB" if obs.channel_order == "BGR" else "BGR"
+    return [Finding.make(
+        "channel-order",
+        f"{obs.file} read as {obs.channel_order} differs from {obs.color_dataset} (written independently) by "
+        f"{same:.1f} (mean absolute, 0..255) and matches it with the channels reversed ({swapped:.1f}): the frames "
+        f"are {actual}",
+        episode=episode, field="obs", steps=steps,
+        hint=f"declare channel_order {actual} in the layout", data={"declared_difference": same,
+                                                                  "reversed_difference": swapped})]
 
 
 def _capacity(lengths: list[int]) -> list[Finding]:

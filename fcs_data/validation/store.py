@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from fcs_data.errors import StoreDataError, StoreError
-from fcs_data.format import FORMAT_VERSION
+from fcs_data.format import FORMAT_VERSION, store_arrays
 from fcs_data.schemas import Finding, ValidationReport
 from fcs_data.schemas.store import ArrayStats
 from fcs_data.stats import array_stats, channel_histogram, image_stats, training_stats
@@ -73,8 +73,8 @@ def _read_rows(store: Store, name: str, a: int, b: int, damage: _Damage) -> np.n
 
 def _scan_chunks(store: Store, damage: _Damage) -> None:
     """Checksum and decode every chunk of every array but the first camera's (which the frame pass reads)."""
-    for name in store.arrays:
-        if name == "rgb":
+    for name, array in store_arrays(store.layout).items():
+        if array.camera == store.layout.observation.camera:
             continue
         reader = store.reader(name)
         for k in range(reader.num_chunks):

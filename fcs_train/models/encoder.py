@@ -19,7 +19,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from fcs_data.safe_io import load_state_dict
-from fcs_train.checkpoint import load_weights_into
+from fcs_train.weights import load_weights_into
 
 INTERPOLATE_OFFSET = 0.1  # DINOv2's `interpolate_offset`
 

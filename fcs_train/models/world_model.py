@@ -22,13 +22,14 @@ are optimised; the decoder's loss on predicted embeddings is logged.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torch import nn
 
+from fcs_train.config import OptimConfig
 from fcs_train.models.decoder import VQVAE
 from fcs_train.models.encoder import DinoV2Encoder
 from fcs_train.models.predictor import ViTPredictor
@@ -59,6 +60,23 @@ class WorldModelOutput:
     visual_rec: torch.Tensor | None
     loss: torch.Tensor
     components: dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class OptimizerGroup:
+    """One optimizer of the model: its class, the parts it updates in order, its hyperparameters."""
+
+    kind: type[torch.optim.Optimizer]
+    parts: tuple[str, ...]
+    hyper: dict[str, float] = field(default_factory=dict)
+
+    def named_parameters(self, model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+        """`("part.name", parameter)` in the optimizer's order: the names its state is saved and mapped by."""
+        return [(f"{part}.{n}", p) for part in self.parts for n, p in getattr(model, part).named_parameters()]
+
+    def build(self, model: nn.Module, **overrides: float) -> torch.optim.Optimizer:
+        """The optimizer over `model`'s parameters, with `overrides` of the hyperparameters (e.g. `lr`)."""
+        return self.kind(self.named_parameters(model), **{**self.hyper, **overrides})
 
 
 def to_model_input(visual: torch.Tensor, image_size: int) -> torch.Tensor:
@@ -180,7 +198,9 @@ class VWorldModel(nn.Module):
         z_obs, _ = self.separate_emb(z)
         return self.decode_obs(z_obs)
 
-    def _z_losses(self, z_pred: torch.Tensor, z_tgt: torch.Tensor) -> dict[str, torch.Tensor]:
+    def z_losses(self, z_pred: torch.Tensor, z_tgt: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`z_visual_loss`, `z_proprio_loss` and the optimised `z_loss` (visual + proprio dims, action dims
+        excluded): MSE of `z_pred (B, T, N, D')` against `z_tgt` (same shape, detached here)."""
         z_tgt = z_tgt.detach()
         if self.concat_dim == 0:
             return {
@@ -210,7 +230,7 @@ class VWorldModel(nn.Module):
         z_pred = None
         if self.predictor is not None:
             z_pred = self.predict(z[:, : self.num_hist])
-            components.update(self._z_losses(z_pred, z[:, self.num_pred :]))
+            components.update(self.z_losses(z_pred, z[:, self.num_pred :]))
             loss = loss + components["z_loss"]
         decoded, visual_pred, visual_rec = self.decoder_losses(
             z, z_pred, obs["visual"], decode_pred=decode_pred, reconstruct=reconstruct, recon_frames=recon_frames)
@@ -258,7 +278,7 @@ class VWorldModel(nn.Module):
         the trivial predictor answers with frame t itself. `z (B, F, N, D')` from `encode`.
         Returns `z_visual_loss_copy`, `z_proprio_loss_copy` (same units as the model's losses).
         """
-        copy = self._z_losses(z[:, : self.num_hist], z[:, self.num_pred :])
+        copy = self.z_losses(z[:, : self.num_hist], z[:, self.num_pred :])
         return {"z_visual_loss_copy": copy["z_visual_loss"], "z_proprio_loss_copy": copy["z_proprio_loss"]}
 
     def rollout(self, obs_0: dict[str, torch.Tensor], act: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -289,6 +309,24 @@ class VWorldModel(nn.Module):
         z = torch.cat([z, self.predict(z[:, -self.num_hist :])[:, -1:]], dim=1)
         z_obses, _ = self.separate_emb(z)
         return z_obses, z
+
+    # -- optimisation ----------------------------------------------------------------------------
+    def optimizer_groups(self, optim: OptimConfig, *, decoder: bool = True) -> dict[str, OptimizerGroup]:
+        """The model's optimizers, as the reference trains it (like nanoGPT's `configure_optimizers`):
+        Adam for the encoder (only if it trains), AdamW for the predictor, Adam for the decoder (unless
+        `decoder` is False: it is trained later or not at all), AdamW for the action and proprio encoders
+        together. Learning rates and weight decay come from `optim`."""
+        groups = {}
+        if self.train_encoder:
+            groups["encoder"] = OptimizerGroup(torch.optim.Adam, ("encoder",), {"lr": optim.encoder_lr})
+        if self.predictor is not None:
+            groups["predictor"] = OptimizerGroup(torch.optim.AdamW, ("predictor",),
+                                                 {"lr": optim.predictor_lr, "weight_decay": optim.weight_decay})
+        if self.decoder is not None and decoder:
+            groups["decoder"] = OptimizerGroup(torch.optim.Adam, ("decoder",), {"lr": optim.decoder_lr})
+        groups["action_encoder"] = OptimizerGroup(torch.optim.AdamW, ("action_encoder", "proprio_encoder"),
+                                                  {"lr": optim.action_encoder_lr, "weight_decay": optim.weight_decay})
+        return groups
 
     # -- reporting -------------------------------------------------------------------------------
     def parameter_counts(self) -> dict[str, dict[str, int]]:

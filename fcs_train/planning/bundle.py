@@ -20,7 +20,9 @@ import torch
 
 from fcs_data.schemas import Layout
 from fcs_data.schemas.store import ArrayStats
-from fcs_data.stats import normalize
+from fcs_data.stats import Normalizer, normalize
+from fcs_data.store import Store
+from fcs_train.checkpoint import StoreRef, load_world_model
 from fcs_train.models import VWorldModel, to_model_input
 from fcs_train.planning.errors import PlanCancelled, PlanInputError, PlanningError
 
@@ -51,7 +53,7 @@ class PlanningModel:
     amp_dtype: torch.dtype | None = None
     recon_reference: float | None = None
     image_mean: tuple[float, float, float] | None = None
-    store_fingerprint: str | None = None
+    trained_store: StoreRef | None = None
     split: dict[str, Any] = field(default_factory=dict)
     cameras: list[str] | None = None
     fuse: str | None = None
@@ -68,6 +70,10 @@ class PlanningModel:
     @property
     def decoder_trained(self) -> bool:
         return self.model.decoder is not None and self.recon_reference is not None
+
+    def trained_on(self, store: Store) -> bool:
+        """Whether `store` holds the data the model was trained on (`StoreRef.matches`)."""
+        return self.trained_store is not None and self.trained_store.matches(store)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
@@ -257,7 +263,6 @@ def load_planning_model(checkpoint: str | Path, *, store: str | Path | None = No
     For an fcs checkpoint a store given must have the same action and proprio layout, or this refuses.
     """
     from fcs_data.store import open_store
-    from fcs_train.checkpoint import load_world_model
     from fcs_train.dist import resolve_device
 
     checkpoint = Path(checkpoint)
@@ -265,11 +270,11 @@ def load_planning_model(checkpoint: str | Path, *, store: str | Path | None = No
     model, ckpt = load_world_model(checkpoint, dev)
     if model.predictor is None:
         raise PlanningError(f"{checkpoint}: the model has no predictor; planning needs one")
-    dims = ckpt["dims"]
+    window, proprio_dim = ckpt.spec.window, ckpt.spec.proprio_dim
     notes: list[str] = []
     opened = open_store(store) if store is not None else None
-    if ckpt.get("layout") is not None:
-        layout = Layout.model_validate(ckpt["layout"])
+    if ckpt.layout is not None:
+        layout = ckpt.layout
         if opened is not None and not _same_interface(layout, opened.layout):
             raise PlanningError(f"{opened.path} ({opened.layout.name}) has other action or proprio fields than the data "
                                 f"{checkpoint} was trained on ({layout.name}); plan with data of the same layout")
@@ -279,28 +284,25 @@ def load_planning_model(checkpoint: str | Path, *, store: str | Path | None = No
     else:
         raise PlanningError(f"{checkpoint} holds no layout or statistics (imported from the reference?); give the "
                             "store it was trained on (--store)")
-    if (layout.action_dim, layout.proprio_dim) != (dims["action_dim"], dims["proprio_dim"]):
-        raise PlanningError(f"{checkpoint}: the model takes {dims['action_dim']}-D actions and {dims['proprio_dim']}-D "
+    if (layout.action_dim, layout.proprio_dim) != (window.action_dim, proprio_dim):
+        raise PlanningError(f"{checkpoint}: the model takes {window.action_dim}-D actions and {proprio_dim}-D "
                             f"proprio, the layout {layout.name} has {layout.action_dim} and {layout.proprio_dim}")
-    if ckpt.get("norm_stats"):
-        stats = {k: ArrayStats.model_validate(v) for k, v in ckpt["norm_stats"].items()}
+    if ckpt.normalizer is not None:
+        normalizer = ckpt.normalizer
     elif opened is not None and opened.metadata.norm_stats is not None:
-        stats = {"action": opened.metadata.norm_stats.action, "proprio": opened.metadata.norm_stats.proprio}
+        normalizer = Normalizer(action=opened.metadata.norm_stats.action, proprio=opened.metadata.norm_stats.proprio)
         notes.append(f"normalisation statistics from {opened.path}'s default split (the checkpoint holds none): make "
                      "sure the model was trained on this data")
     else:
         raise PlanningError(f"{checkpoint} holds no normalisation statistics; give the store it was trained on (--store)")
-    config = ckpt.get("config") or {}
-    data = config.get("data", {})
-    recon = (ckpt.get("val_metrics") or {}).get("decoder_recon_loss_reconstructed")
-    image_mean = (ckpt.get("image_stats") or {}).get("mean")
+    data = (ckpt.config or {}).get("data", {})
+    recon = ckpt.state.val_metrics.get("decoder_recon_loss_reconstructed")
     amp_dtype = torch.bfloat16 if (amp == "bf16" or (amp == "auto" and dev.type == "cuda")) else None
     return PlanningModel(
-        model=model.eval(), checkpoint=checkpoint, layout=layout, action_stats=stats["action"],
-        proprio_stats=stats["proprio"], frameskip=int(dims["frameskip"]), num_hist=int(dims["num_hist"]),
+        model=model.eval(), checkpoint=checkpoint, layout=layout, action_stats=normalizer.action,
+        proprio_stats=normalizer.proprio, frameskip=window.frameskip, num_hist=window.num_hist,
         image_shape=_image_shape(layout, data), device=dev, amp_dtype=amp_dtype,
-        recon_reference=float(recon) if recon is not None and ckpt.get("decoder_trained", True) else None,
-        image_mean=tuple(image_mean) if image_mean else None,
-        store_fingerprint=(ckpt.get("store") or {}).get("fingerprint"),
-        split={k: data[k] for k in ("split_ratio", "split_seed") if k in data}, cameras=data.get("cameras"),
-        fuse=data.get("fuse"), notes=notes)
+        recon_reference=float(recon) if recon is not None and ckpt.state.decoder_trained else None,
+        image_mean=tuple(ckpt.image_stats.mean) if ckpt.image_stats else None, trained_store=ckpt.store,
+        split={"split_ratio": ckpt.split.ratio, "split_seed": ckpt.split.seed} if ckpt.split else {},
+        cameras=data.get("cameras"), fuse=data.get("fuse"), notes=notes)

@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from fcs_data.schemas.store import ArrayStats
+from fcs_data.stats import Normalizer
 from fcs_data.store import Store
+from fcs_train.checkpoint import RunState, StoreRef
 from fcs_train.config import TrainConfig, TrainSection
 from fcs_train.dist import DistInfo, mean_across
 from fcs_train.models import VWorldModel
@@ -39,14 +40,14 @@ def plan_eval_due(train: TrainSection, epoch: int, stopped: bool) -> bool:
     return train.plan_eval_every is not None and (stopped or epoch % train.plan_eval_every == 0)
 
 
-def training_bundle(model: VWorldModel, store: Store, stats: dict[str, ArrayStats], cfg: TrainConfig,
+def training_bundle(model: VWorldModel, store: Store, normalizer: Normalizer, cfg: TrainConfig,
                     device: torch.device) -> PlanningModel:
     """The model being trained as a `PlanningModel`, with the statistics and layout it is trained with."""
     d = cfg.data
     return PlanningModel(
         model=model, checkpoint=Path(f"<training: {cfg.train.run_dir}>"), layout=store.layout,
-        action_stats=stats["action"], proprio_stats=stats["proprio"], frameskip=d.frameskip, num_hist=d.num_hist,
-        image_shape=_image_shape(store.layout, d.model_dump()), device=device, store_fingerprint=store.fingerprint,
+        action_stats=normalizer.action, proprio_stats=normalizer.proprio, frameskip=d.frameskip, num_hist=d.num_hist,
+        image_shape=_image_shape(store.layout, d.model_dump()), device=device, trained_store=StoreRef.of(store),
         split={"split_ratio": d.split_ratio, "split_seed": d.split_seed}, cameras=d.cameras, fuse=d.fuse)
 
 
@@ -75,7 +76,7 @@ def _evaluate(bundle: PlanningModel, store: Store, plan: PlanConfig, episodes: i
             "plan_closed_loop": 0.0}
 
 
-def plan_eval_during_training(model: VWorldModel, store: Store, stats: dict[str, ArrayStats], cfg: TrainConfig,
+def plan_eval_during_training(model: VWorldModel, store: Store, normalizer: Normalizer, cfg: TrainConfig,
                               device: torch.device, info: DistInfo) -> dict[str, float]:
     """`PLAN_FIGURES` for the model as it is now: computed by rank 0, the same on every rank. The model is
     left in the mode it was in."""
@@ -87,7 +88,7 @@ def plan_eval_during_training(model: VWorldModel, store: Store, stats: dict[str,
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # out-of-distribution notes are the evaluation's business here
-                values = _evaluate(training_bundle(model, store, stats, cfg, device), store, plan,
+                values = _evaluate(training_bundle(model, store, normalizer, cfg, device), store, plan,
                                    cfg.train.plan_eval_episodes)
         finally:
             model.train(training)
@@ -97,11 +98,11 @@ def plan_eval_during_training(model: VWorldModel, store: Store, stats: dict[str,
 
 class PlanSelection:
     """Keeps `best.pt` by a planning figure: the highest success rate (ties: the lower EE distance), or the
-    lowest EE distance. `score` (lower is better) is what a checkpoint keeps to resume with."""
+    lowest EE distance. The best score so far (lower is better) lives in the run's `RunState.plan_best`,
+    so a resumed run compares with the epochs before it."""
 
-    def __init__(self, select_by: str, score: list[float] | None = None):
-        self.select_by = select_by
-        self.score = score
+    def __init__(self, select_by: str, state: RunState):
+        self.select_by, self.state = select_by, state
 
     def _score(self, row: dict[str, Any]) -> list[float] | None:
         success, distance = row.get("plan_success_rate"), row.get("plan_ee_distance")
@@ -110,9 +111,10 @@ class PlanSelection:
         return [-success, distance] if self.select_by == "plan_success_rate" else [distance]
 
     def improved(self, row: dict[str, Any]) -> bool:
-        """Whether the epoch `row` beats every earlier one (and remember it if so)."""
+        """Whether the epoch `row` beats every earlier one (and remember it in the state if so)."""
         score = self._score(row)
-        if score is None or (self.score is not None and score >= self.score):
+        best = self.state.plan_best
+        if score is None or (best is not None and score >= best):
             return False
-        self.score = score
+        self.state.plan_best = score
         return True

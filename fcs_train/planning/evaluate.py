@@ -155,7 +155,7 @@ def evaluate_planning(planner: Planner, store: str | Path, *, pairs: int = 8, se
     notes = list(bundle.notes)
     if episodes is not None:
         chosen, what = np.asarray(episodes, np.int64), "given"
-    elif opened.fingerprint == bundle.store_fingerprint:
+    elif bundle.trained_on(opened):
         chosen = split_episodes(range(opened.num_episodes), "val", bundle.split.get("split_ratio", 0.9),
                                 bundle.split.get("split_seed", 42))
         what = "validation"
@@ -257,9 +257,12 @@ def _save_pair_png(planner: Planner, planned: torch.Tensor, visual: torch.Tensor
     real = to_model_input(visual.to(planner.bundle.device), model.image_size)  # (n + H, 3, S, S)
     start, goal = real[n - 1], real[-1]
     rows = [torch.cat([start[None], real[n:], goal[None]])]
+    labels = ["logged frames"]
     if planner.bundle.decoder_trained:
         with torch.no_grad():
             z = planner.predicted_frames(planned)
             decoded, _ = model.decode_obs(z)
         rows.insert(0, torch.cat([start[None], decoded["visual"][0].float(), goal[None]]))
-    return save_image_rows(path, rows)
+        labels.insert(0, "plan (decoded prediction)")
+    columns = ["start", *(f"step {k + 1}" for k in range(rows[0].shape[0] - 2)), "goal"]
+    return save_image_rows(path, rows, labels, columns, title=f"{path.stem}: start, each planning step, goal")

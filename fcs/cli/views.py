@@ -20,6 +20,7 @@ from rich.table import Table
 
 from fcs_data.format import FORMAT_VERSION
 from fcs_data.schemas import FINDING_KINDS, ValidationReport
+from fcs_data.sources.naming import episode_dir_name
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -77,17 +78,19 @@ def progress_bar(description: str, unit: str = "episodes") -> Iterator[Callable[
         yield phases.callback(description, unit)
 
 
-def print_detection(layout: str, lines: list[str]) -> None:
+def print_detection(layout: str | None, lines: list[str], out: Console | None = None) -> None:
     """The layout that detection picked and why (nothing when the layout was given)."""
+    out = out or console
     if not lines:
         return
-    console.print(f"layout {layout} (detected; --layout to choose another)")
+    out.print(f"layout {layout} (detected; --layout to choose another)")
     for line in lines:
-        console.print(f"  {escape(line)}")
+        out.print(f"  {escape(line)}")
 
 
 def report_table(report: ValidationReport, max_examples: int = 3) -> Table:
-    table = Table(title=f"{report.kind} {report.path} (layout {report.layout})", title_justify="left")
+    title = f"{report.kind} {report.path} (" + (f"layout {report.layout})" if report.layout else "no layout matched)")
+    table = Table(title=title, title_justify="left")
     table.add_column("severity")
     table.add_column("code", overflow="fold")
     table.add_column("count", justify="right")
@@ -112,9 +115,10 @@ def report_table(report: ValidationReport, max_examples: int = 3) -> Table:
     return table
 
 
-def print_report(report: ValidationReport, strict: bool) -> None:
+def print_report(report: ValidationReport, strict: bool, out: Console | None = None) -> None:
+    out = out or console
     if any(f.severity != "info" for f in report.findings):
-        console.print(report_table(report))
+        out.print(report_table(report))
     capacity = report.of("window-capacity")
     if capacity:
         table = Table(title="windows the episodes can serve (num_pred 1)", title_justify="left")
@@ -124,14 +128,14 @@ def print_report(report: ValidationReport, strict: bool) -> None:
             d = f.data or {}
             table.add_row(str(d.get("frameskip")), str(d.get("num_hist_all")), f"{d.get('windows_all', 0):,}",
                           str(d.get("num_hist_p90")), f"{d.get('windows_p90', 0):,}")
-        console.print(table)
+        out.print(table)
     for f in report.findings:
         if f.severity == "info" and f.code != "window-capacity":
-            console.print(f"[cyan]info[/cyan] {FINDING_KINDS[f.code][1]}: {escape(f.message)}")
+            out.print(f"[cyan]info[/cyan] {FINDING_KINDS[f.code][1]}: {escape(f.message)}")
     c = report.counts
     code = report.exit_code(strict)
     verdict = "[bold green]OK[/]" if code == 0 else "[bold red]FAILED[/]"
-    console.print(
+    out.print(
         f"{verdict}  {report.num_episodes} episodes, {report.num_frames:,} valid frames checked in "
         f"{report.elapsed_s:.2f} s: {c['error']} errors, {c['warning']} warnings"
         + (" (--strict: warnings fail)" if strict and c["warning"] and not c["error"] else "")
@@ -151,7 +155,7 @@ def print_conversion(r) -> None:
     if r.skipped:
         console.print(f"[yellow]skipped {len(r.skipped)} episodes[/]:")
         for i, reasons in sorted(r.skipped.items()):
-            console.print(f"  {i:06d}: {'; '.join(reasons[:3])}")
+            console.print(f"  {episode_dir_name(i)}: {'; '.join(reasons[:3])}")
     if r.resumed_shards:
         console.print(f"  resumed: {r.resumed_shards} shards were already done")
     ratio = r.source_bytes / max(r.store_bytes, 1)
@@ -175,13 +179,25 @@ def _hist_line(lengths) -> list[str]:
             for c, lo, hi in zip(counts, edges[:-1], edges[1:], strict=True)]
 
 
-def print_store_info(store) -> None:
-    """Summary tables of an open `Store`."""
+def store_summary(store) -> dict:
+    """What `fcs info` shows, as JSON-able data: the store's metadata, episode lengths and sizes."""
     import numpy as np
 
     m = store.metadata
     disk = sum(p.stat().st_size for p in store.path.rglob("*") if p.is_file())
     raw = store.num_frames * (int(np.prod(m.frame_shape)) + 4 * (m.layout.state_dim + m.layout.action_dim))
+    return {"path": str(store.path), "num_episodes": store.num_episodes, "num_frames": store.num_frames,
+            "episode_lengths": [int(n) for n in store.episode_lengths], "disk_bytes": disk, "raw_bytes": raw,
+            "current_format": store.is_current_format, "metadata": m.model_dump(mode="json")}
+
+
+def print_store_info(store) -> None:
+    """Summary tables of an open `Store`."""
+    import numpy as np
+
+    m = store.metadata
+    summary = store_summary(store)
+    disk, raw = summary["disk_bytes"], summary["raw_bytes"]
     lengths = store.episode_lengths
     t = Table(title=f"store {store.path}", title_justify="left", show_header=False)
     t.add_column(style="bold")
@@ -203,7 +219,7 @@ def print_store_info(store) -> None:
     if m.provenance.conversions:
         rows.append(("converted", "\n".join(m.provenance.conversions)))
     if m.provenance.skipped_episodes:
-        rows.append(("skipped", ", ".join(f"{i:06d}" for i in m.provenance.skipped_episodes)))
+        rows.append(("skipped", ", ".join(episode_dir_name(i) for i in m.provenance.skipped_episodes)))
     for k, v in rows:
         t.add_row(k, v)
     console.print(t)
