@@ -37,7 +37,7 @@ def test_time_solvers_times_a_plan_per_solver_and_refuses_cuda_without_a_gpu(ben
 
 
 def test_flops_from_a_budget_equal_the_flops_a_real_plan_counts(bench, tiny):
-    configs = bench.solver_plan_configs(12, 3, 2)
+    configs = bench.solver_plan_configs(12, 4, 2)  # cem-warm: 3 iterations when warm-started
     configs = {k: c.model_copy(update={"icem": c.icem.model_copy(update={"samples": 12, "topk": 3}),
                                        "gd": c.gd.model_copy(update={"steps": 3})}) for k, c in configs.items()}
     obs = bench.observations(tiny, None)

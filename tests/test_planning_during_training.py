@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from fcs_data.converters.to_zarr import convert_to_zarr
 from fcs_data.synth import synthesize
-from fcs_train.checkpoint import RunState
+from fcs_train.checkpoint import RunState, load_checkpoint
 from fcs_train.config import load_config
 from fcs_train.planning.during_training import PlanSelection
 
@@ -46,9 +46,9 @@ def test_a_synthetic_store_is_evaluated_in_closed_loop_every_epoch_and_best_pt_f
     for p in plans:
         assert p["plan_closed_loop"] == 1.0 and 0.0 <= p["plan_success_rate"] <= 1.0 and p["plan_ee_distance"] > 0
     best_epoch = min(plans, key=lambda p: p["plan_ee_distance"])["epoch"]
-    best = torch.load(run / "checkpoints" / "best.pt", weights_only=False, map_location="cpu")
-    assert best["epoch"] in (best_epoch, best_epoch + 1)  # the epoch counter moves on before the save
-    assert best["plan_best"] == [min(p["plan_ee_distance"] for p in plans)]
+    best = load_checkpoint(run / "checkpoints" / "best.pt").state
+    assert best.epoch in (best_epoch, best_epoch + 1)  # the epoch counter moves on before the save
+    assert best.plan_best == [min(p["plan_ee_distance"] for p in plans)]
     epochs = [json.loads(line) for line in (run / "epochs.log").read_text().splitlines()]
     assert all("plan_success_rate" in e for e in epochs)
 
