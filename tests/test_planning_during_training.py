@@ -7,7 +7,6 @@ import pickle
 from pathlib import Path
 
 import pytest
-import torch
 from helpers import train_tiny
 from pydantic import ValidationError
 
