@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from fcs_data.atomic import write_text_atomic
 
 log = logging.getLogger("fcs_data")
 
@@ -35,10 +36,6 @@ def load(namespace: str, key: str) -> Any | None:
 def save(namespace: str, key: str, value: Any) -> None:
     folder = cache_dir() / namespace
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(value, f)
-        os.replace(tmp, folder / f"{key}.json")
+        write_text_atomic(folder / f"{key}.json", json.dumps(value))
     except OSError as e:
         log.debug("not cached in %s: %s", folder, e)

@@ -22,8 +22,6 @@ other file is a `CheckpointError` saying what it is.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fcs_data.atomic import write_atomic
 from fcs_data.errors import UnsafePickleError
 from fcs_data.safe_io import load_failure
 from fcs_data.schemas import Layout
@@ -158,19 +157,8 @@ def _from_format1(d: dict[str, Any]) -> RunCheckpoint:
 
 
 def _atomic_save(obj: dict[str, Any], path: Path) -> Path:
-    """`torch.save` to a temporary file in the same directory, fsync, then `os.replace`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """`torch.save` whole or not at all (`write_atomic`); a full disk is an `OSError` naming `path`."""
+    return write_atomic(path, lambda f: torch.save(obj, f))
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from fcs_data.atomic import write_text_atomic
 from fcs_train.config import TrainConfig
 from fcs_train.plots import plot_losses
 from fcs_train.run_dir import RunDir
@@ -82,9 +83,7 @@ class RunLog:
                     self.train_history.append(rec)
                 elif rec.get("kind") == "val":
                     self.val_history.append(rec)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(k + "\n" for k in kept))
-        tmp.replace(path)
+        write_text_atomic(path, "".join(k + "\n" for k in kept))
         os.close(self._metrics)
         self._metrics = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 

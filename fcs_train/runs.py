@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from fcs_data.atomic import write_text_atomic
 from fcs_train.errors import TrainError
 from fcs_train.run_dir import RunDir
 
@@ -89,10 +90,7 @@ def write_status(run_dir: Path, state: str, step: int, message: str = "", data: 
     which the config does not show); written atomically, by rank 0 only."""
     data = {"state": state, "pid": os.getpid(), "step": step, "message": message,
             "time": datetime.datetime.now().isoformat(timespec="seconds"), "data": data or {}}
-    path = RunDir(run_dir).status
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(RunDir(run_dir).status, json.dumps(data) + "\n")
 
 
 def read_status(run_dir: Path) -> dict[str, Any]:

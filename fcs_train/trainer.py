@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from fcs_data.atomic import remove_stale_temporaries
 from fcs_data.errors import StoreError
 from fcs_data.loader import SeededSampler, make_loader
 from fcs_data.windows import WindowDataset
@@ -154,6 +155,8 @@ class Trainer:
         if self.info.is_main:
             self.run.root.mkdir(parents=True, exist_ok=True)
             self.run.config.write_text(cfg.to_yaml())
+            for tmp in remove_stale_temporaries(self.run.root, self.run.checkpoints):
+                self.log.info(f"removed {tmp}: a temporary left by a save that was killed")
             if auto:
                 point_latest(self.run.root)
             self.log.info(self._banner())

@@ -283,3 +283,48 @@ def test_env_json_names_python_torch_and_cuda() -> None:
 def test_quiet_prints_nothing_but_errors(cli_store: Path) -> None:
     assert _fcs("-q", "info", str(cli_store)).stdout == ""
     assert _fcs("info", str(cli_store)).stdout != ""
+
+
+def _commands(group, path=()):
+
+    for name, cmd in (group.commands if hasattr(group, "commands") else {}).items():
+        yield (*path, name), cmd
+        yield from _commands(cmd, (*path, name))
+
+
+def test_every_command_shows_examples_that_use_only_its_own_options_and_plain_metavars() -> None:
+    import shlex
+
+    import typer.main
+
+    root = typer.main.get_command(app)
+    seen = 0
+    for path, cmd in _commands(root):
+        res = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
+        assert res.exit_code == 0, path
+        assert "Examples" in res.output, f"fcs {' '.join(path)} --help shows no example"
+        assert "<bool>" not in res.output and "{" not in res.output.split("\n", 3)[1], path
+        examples = [line.strip() for line in (cmd.epilog or "").splitlines() if line.strip().startswith("fcs ")]
+        assert examples, path
+        options = {o for p in cmd.params for o in (*p.opts, *getattr(p, "secondary_opts", ()))}
+        for example in examples:
+            words = shlex.split(example.split("|")[0].split(">")[0])
+            assert tuple(words[1 : 1 + len(path)]) == path, example
+            for w in words[1 + len(path):]:
+                if w.startswith("-") and w != "-":
+                    assert w in options, f"{example}: fcs {' '.join(path)} has no option {w}"
+            seen += 1
+    assert seen >= 20
+
+
+def test_help_and_a_train_without_a_store_answer_without_importing_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from typer.testing import CliRunner; from fcs.cli import app; r = CliRunner(); "
+            "a = r.invoke(app, ['--help']); b = r.invoke(app, ['train', '--preset', 'tiny']); "
+            "c = r.invoke(app, ['train', '--preset', 'tiny', 'data.store=/nonexistent']); "
+            "print(a.exit_code, b.exit_code, c.exit_code, sorted(m for m in ('torch', 'h5py', 'timm') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.split() == ["0", "1", "2", "[]"], out.stdout + out.stderr

@@ -13,7 +13,6 @@ from torch import nn
 
 from fcs_data.converters.to_zarr import convert_to_zarr
 from fcs_data.recognize import WrongInputError, expect, recognize
-from fcs_train.checkpoint import save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +37,9 @@ def test_each_kind_of_input_is_recognised(pristine_v1: Path, pristine_min: Path,
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "notes.txt").write_text("hello")
-    ckpt = save_checkpoint({"model": {}}, tmp_path / "run" / "checkpoints" / "latest.pt")
+    ckpt = tmp_path / "run" / "checkpoints" / "latest.pt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"fcs_checkpoint": 2, "model": {}}, ckpt)
     (tmp_path / "run" / "config.yaml").write_text("{}\n")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "plain.pt")
     partial = tmp_path / "out.zarr.partial"

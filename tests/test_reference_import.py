@@ -261,7 +261,7 @@ def test_unexpected_structures_are_one_line_refusals(reference_classes, tmp_path
     assert res.exit_code == 1 and "Traceback" not in res.output and "KeyError" not in res.output
     (tmp_path / "junk.pth").write_bytes(b"not a pickle at all")
     res = CliRunner().invoke(app, ["import-checkpoint", str(tmp_path / "junk.pth"), str(tmp_path / "out.pt")])
-    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert res.exit_code == 2 and "junk.pth" in res.output and "Traceback" not in res.output  # the wrong input
 
 
 def test_cli_import_checkpoint_reports_the_inferred_model(reference_classes, tmp_path: Path) -> None:

@@ -65,31 +65,29 @@ def test_tensorboard_gets_every_scalar_of_every_record_at_its_step(tmp_path: Pat
     assert writer.closed
 
 
-def test_wandb_gets_the_config_and_the_scalars_and_is_finished(tmp_path: Path, recorder) -> None:
-    cfg = _cfg(tmp_path, **{"log.wandb": "true", "log.wandb_project": "cubes"})
-    log = RunLog(cfg, enabled=True, show_progress=False)
-    log.record("train", {"step": 7, "loss": 0.125})
-    log.close()
-    (run,) = recorder.instances
-    assert run.kwargs["project"] == "cubes" and run.kwargs["config"] == cfg.model_dump(mode="json")
-    assert run.kwargs["dir"] == str(RunDir.of_config(cfg).root)
-    assert run.logged == [({"train/loss": 0.125}, 7)] and run.closed
-
-
-def test_a_tracker_that_is_not_installed_is_skipped_with_a_warning(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # importing it raises ImportError
-    monkeypatch.setitem(sys.modules, "wandb", None)
-    with pytest.warns(UserWarning, match="tensorboard is not installed") as caught:
-        log = RunLog(_cfg(tmp_path, **{"log.tensorboard": "true", "log.wandb": "true"}), enabled=True,
-                     show_progress=False)
-    assert any("wandb is not installed" in str(w.message) for w in caught)
-    log.record("train", {"step": 1, "loss": 1.0})
-    log.close()
-    assert (tmp_path / "run" / "metrics.jsonl").read_text().count('"kind": "train"') == 1
-
-
 def test_other_ranks_write_nothing(tmp_path: Path, recorder) -> None:
     log = RunLog(_cfg(tmp_path, **{"log.tensorboard": "true"}), enabled=False, show_progress=False)
     log.record("train", {"step": 1, "loss": 1.0})
     log.close()
     assert not recorder.instances and not (tmp_path / "run").exists()
+
+
+def test_a_full_disk_during_a_metrics_write_names_the_file_and_leaves_no_torn_line(tmp_path: Path,
+                                                                                    monkeypatch) -> None:
+    import errno
+    import os
+
+    from fcs_train import runlog
+
+    path = tmp_path / "metrics.jsonl"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        runlog.append_line(fd, path, '{"step": 1}')
+        real_write = os.write
+        monkeypatch.setattr(runlog.os, "write", lambda f, data: real_write(f, data[: len(data) // 2]))
+        with pytest.raises(OSError) as caught:
+            runlog.append_line(fd, path, '{"step": 2, "loss": 0.123456789}')
+    finally:
+        os.close(fd)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(path)
+    assert path.read_text() == '{"step": 1}\n'

@@ -60,7 +60,10 @@ def test_resume_continues_exactly(store: Path, tmp_path: Path) -> None:
     run(config(store, tmp_path / "b", **{"train.max_steps": n}))
     ckpt = load_checkpoint(tmp_path / "b" / "checkpoints" / "latest.pt")
     assert (ckpt.state.global_step, ckpt.state.epoch, ckpt.state.step_in_epoch) == (n, 1, n)
+    killed_save = tmp_path / "b" / "checkpoints" / ".latest.pt.x7q2.tmp"  # what SIGKILL during a save leaves
+    killed_save.write_bytes(b"half a checkpoint")
     resumed, s2 = run(config(store, tmp_path / "b", **{"train.max_steps": 2 * n}), resume=True)
+    assert not killed_save.exists()
     assert s1.global_step == s2.global_step == 2 * n
     a, b = weights(one_go), weights(resumed)
     assert a.keys() == b.keys()

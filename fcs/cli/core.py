@@ -15,12 +15,13 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
 from rich.markup import escape
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 from typer.exceptions import TyperException
 
 from fcs import __version__
@@ -29,6 +30,54 @@ from fcs_data.errors import FcsError
 
 TRAIN_EXTRAS = {"timm", "torchmetrics", "matplotlib", "torchvision", "websockets", "msgpack"}
 
+def _plain_metavars(params: list) -> None:
+    """Plain metavars in help: `SRC`, `--out OUT`, `--to zarr`, `--set KEY=VALUE`, none for a flag
+    (typer's own are `{src}`, `<path>`, `<bool>`)."""
+    for p in params:
+        if p.metavar is not None or p.name is None:
+            continue
+        if isinstance(p, TyperArgument):
+            p.metavar = p.name.upper()
+        elif isinstance(p, TyperOption):
+            if p.is_flag or p.count:
+                p.metavar = ""
+            elif p.type_descriptor.is_choice:
+                p.metavar = "|".join(map(str, p.type_descriptor.choices or ()))
+            else:
+                long = max(p.opts, key=len).lstrip("-")
+                p.metavar = "KEY=VALUE" if long == "set" else long.upper().replace("-", "_")
+
+
+class PlainHelpCommand(TyperCommand):
+    """A command whose help shows plain metavars (`_plain_metavars`) and a usage line without typer's
+    braces around required arguments (`fcs convert [OPTIONS] SRC`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _plain_metavars(self.params)
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        return [re.sub(r"^\{(.+)\}", r"\1", piece) for piece in super().collect_usage_pieces(ctx)]
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        _plain_metavars([option] if option is not None else [])
+        return option
+
+
+class PlainHelpGroup(TyperGroup):
+    """A command group whose help shows plain metavars (`_plain_metavars`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _plain_metavars(self.params)
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        _plain_metavars([option] if option is not None else [])
+        return option
+
+
 app = typer.Typer(
     name="fcs",
     help="Isaac Sim Franka cube-stacking episodes -> validated Zarr stores -> DINO-WM world models.",
@@ -36,6 +85,7 @@ app = typer.Typer(
     add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
+    cls=PlainHelpGroup,
 )
 
 LayoutOpt = Annotated[
@@ -105,8 +155,12 @@ def _reflow(doc: str) -> str:
     return "\n\n".join(out)
 
 
-def command(fn: Callable | None = None, *, name: str | None = None, group: typer.Typer | None = None) -> Callable:
-    """Register a command whose failures print one line: exit 1 (2 for the command line, 130 for Ctrl-C)."""
+def command(fn: Callable | None = None, *, name: str | None = None, group: typer.Typer | None = None,
+            examples: Sequence[str] = ()) -> Callable:
+    """Register a command whose failures print one line: exit 1 (2 for the command line, 130 for Ctrl-C).
+
+    `examples`: command lines shown at the end of its `--help`, each as it is typed.
+    """
 
     def register(fn: Callable) -> Callable:
         @functools.wraps(fn)
@@ -127,7 +181,9 @@ def command(fn: Callable | None = None, *, name: str | None = None, group: typer
             except Exception as e:
                 _crash_report(e)
 
-        return (group or app).command(name=name, help=_reflow(inspect.getdoc(fn) or ""))(wrapper)
+        text = _reflow(inspect.getdoc(fn) or "")
+        epilog = "[bold]Examples[/]\n\n" + "\n".join(f"  {escape(e)}" for e in examples) if examples else None
+        return (group or app).command(name=name, help=text, epilog=epilog, cls=PlainHelpCommand)(wrapper)
 
     return register(fn) if fn is not None else register
 

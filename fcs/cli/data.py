@@ -9,11 +9,21 @@ from typing import Annotated
 
 import typer
 
-from fcs.cli.core import LayoutOpt, app, command, expect_input, layout_option, parse_episode_spec, write_json
+from fcs.cli.core import (
+    LayoutOpt,
+    PlainHelpGroup,
+    app,
+    command,
+    expect_input,
+    layout_option,
+    parse_episode_spec,
+    write_json,
+)
 from fcs.cli.views import console, err_console, print_detection, print_report, progress_bar
 
 layouts_app = typer.Typer(help="The logger layouts fcs reads: list them, print one, or detect a dataset's.",
-                          add_completion=False, rich_markup_mode="rich")
+                          epilog="[bold]Examples[/]\n\n  fcs layouts\n  fcs layouts detect ~/data/run1",
+                          add_completion=False, rich_markup_mode="rich", cls=PlainHelpGroup)
 app.add_typer(layouts_app, name="layouts")
 
 
@@ -49,7 +59,7 @@ def layouts(ctx: typer.Context) -> None:
             console.print(f"  {name}+{v}: {escape(d.description)}")
 
 
-@command(name="show", group=layouts_app)
+@command(name="show", group=layouts_app, examples=["fcs layouts show franka_cube_stack_min+bgr > my_layout.yaml"])
 def layouts_show(
     name: Annotated[str, typer.Argument(help="a layout, with variants (franka_cube_stack_min+rgb), or a file")],
 ) -> None:
@@ -59,7 +69,7 @@ def layouts_show(
     console.print(yaml.safe_dump(layout_option(name).model_dump(mode="json"), sort_keys=False), end="")
 
 
-@command(name="detect", group=layouts_app)
+@command(name="detect", group=layouts_app, examples=["fcs layouts detect ~/data/2025_01_20_cube_stack"])
 def layouts_detect(
     dataset: Annotated[Path, typer.Argument(exists=True, help="a logger dataset directory, or an Isaac Lab / "
                                                               "robomimic HDF5 file")],
@@ -82,7 +92,7 @@ def layouts_detect(
         console.print(f"  [yellow]assumed:[/] {escape(line)}")
 
 
-@command(name="preview", group=layouts_app)
+@command(name="preview", group=layouts_app, examples=["fcs layouts preview ~/data/run1 --out first_frames.png", "fcs layouts preview ~/data/run1 --layout franka_cube_stack_min+bgr --out bgr.png"])
 def layouts_preview(
     dataset: Annotated[Path, typer.Argument(exists=True, help="a logger dataset directory or HDF5 file")],
     out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write")],
@@ -114,7 +124,7 @@ def layouts_preview(
                   + (f" ({'; '.join(notes)})" if notes else " (unchanged)"))
 
 
-@command
+@command(examples=["fcs synth demo/raw --episodes 20", "fcs synth demo/prim --layout franka_cube_stack_primitive"])
 def synth(
     out: Annotated[Path, typer.Argument(help="directory to create")],
     episodes: Annotated[int, typer.Option(min=0, help="number of episodes")] = 8,
@@ -140,7 +150,7 @@ def synth(
     console.print(f"wrote {episodes} episodes ({lay.name}) to {path}")
 
 
-@command
+@command(examples=["fcs validate ~/data/run1", "fcs validate ~/data/run1 --json - | jq .summary", "fcs validate demo/store.zarr --strict"])
 def validate(
     path: Annotated[Path, typer.Argument(exists=True, help="a logger dataset directory or an fcs store")],
     layout: Annotated[
@@ -192,7 +202,7 @@ class Target(StrEnum):
     zarr = "zarr"
 
 
-@command
+@command(examples=["fcs convert ~/data/run1 -o run1.zarr", "fcs convert ~/data/run1 -o run1.zarr --resume", "fcs convert ~/data/run1 --layout franka_cube_stack_min+bgr --skip-bad"])
 def convert(
     src: Annotated[Path, typer.Argument(exists=True, help="logger dataset directory (or an Isaac Lab HDF5 file)")],
     to: Annotated[Target, typer.Option("--to", help="output format")] = Target.zarr,
@@ -245,7 +255,7 @@ def convert(
     print_conversion(result)
 
 
-@command
+@command(examples=["fcs info run1.zarr", "fcs info run1.zarr --json -", "fcs info run1.zarr --preview 3 --out ep3.png"])
 def info(
     store: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="an fcs store")],
     preview: Annotated[int | None, typer.Option(help="write a contact sheet of this episode (with --out)")] = None,

@@ -13,7 +13,7 @@ from fcs.cli.views import console
 from fcs.environment import environment, environment_text
 
 
-@command
+@command(examples=["fcs env", "fcs env --json -"])
 def env(
     json_out: Annotated[bool, typer.Option("--json", help="print it as JSON")] = False,
 ) -> None:

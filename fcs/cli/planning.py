@@ -32,7 +32,10 @@ def _plan_config(config: Path | None, overrides: list[str] | None):
         raise typer.BadParameter(config_error(e), param_hint="--config/--set") from e
 
 
-@command(name="plan-eval")
+@command(name="plan-eval", examples=[
+    "fcs plan-eval run1.zarr --checkpoint runs/dino_wm/latest/checkpoints/best.pt",
+    "fcs plan-eval run1.zarr --checkpoint best.pt --set cem.samples=100 --json -",
+                  "fcs plan-eval world.zarr --checkpoint best.pt --closed-loop --solvers cem,icem --episodes 20"])
 def plan_eval(
     store: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="an fcs store of the model's layout")],
     checkpoint: CheckpointOpt,
@@ -133,7 +136,7 @@ def _closed_loop(store: Path, checkpoint: Path, cfg, device: str, *, episodes: i
                                     baselines=chosen, max_steps=max_steps, out_dir=out, progress=update)
 
 
-@command
+@command(examples=["fcs serve --checkpoint runs/dino_wm/latest/checkpoints/best.pt --host 0.0.0.0 --port 8765"])
 def serve(
     checkpoint: CheckpointOpt,
     host: Annotated[str, typer.Option(help="interface to listen on (0.0.0.0: every interface)")] = "127.0.0.1",

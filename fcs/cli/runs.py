@@ -10,11 +10,12 @@ import typer
 from rich import box
 from rich.table import Table
 
-from fcs.cli.core import app, command, fail, write_json
+from fcs.cli.core import PlainHelpGroup, app, command, fail, write_json
 from fcs.cli.views import console
 
 runs_app = typer.Typer(help="Training runs: list them with their state and best figures, or compare some.",
-                       rich_markup_mode="rich")
+                       epilog="[bold]Examples[/]\n\n  fcs runs\n  fcs runs --root runs/dino_wm --json -",
+                       rich_markup_mode="rich", cls=PlainHelpGroup)
 app.add_typer(runs_app, name="runs")
 
 RootOpt = Annotated[Path, typer.Option("--root", help="folder holding the runs")]
@@ -57,7 +58,7 @@ def runs(ctx: typer.Context, root: RootOpt = Path("runs"), json_out: JsonOpt = N
     console.print(t, crop=False)
 
 
-@command(name="compare", group=runs_app)
+@command(name="compare", group=runs_app, examples=["fcs runs compare runs/dino_wm/2026-12-01_10-00-00 runs/dino_wm/latest"])
 def compare(
     paths: Annotated[list[Path], typer.Argument(metavar="RUN...", help="run directories (two or more)")],
     json_out: JsonOpt = None,

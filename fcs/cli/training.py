@@ -12,7 +12,7 @@ from fcs.cli.core import command, config_error, expect_input, fail
 from fcs.cli.views import console, err_console, progress_bar
 
 
-@command(name="import-checkpoint")
+@command(name="import-checkpoint", examples=["fcs import-checkpoint outputs/2025-01-20/12-00-00/checkpoints/model_latest.pth ref.pt"])
 def import_checkpoint(
     old: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="reference DINO-WM checkpoint (.pth)")],
     new: Annotated[Path, typer.Argument(help="fcs checkpoint to write")],
@@ -55,7 +55,7 @@ def import_checkpoint(
                   f"--set train.init_from={new}")
 
 
-@command
+@command(examples=["fcs train --preset tiny data.store=demo/store.zarr", "fcs train -c my.yaml frameskip=5 num_hist=3 train.batch_size=8", "fcs train -c my.yaml --resume"])
 def train(
     config: Annotated[Path | None, typer.Option("--config", "-c", exists=True, dir_okay=False,
                                                 help="YAML config (sections data, model, optim, train, log)")] = None,
@@ -72,7 +72,7 @@ def train(
              "fcs import-checkpoint, or the reference .pth itself, imported first)")] = None,
     progress: Annotated[bool, typer.Option(help="live progress line (terminals only)")] = True,
     overrides: Annotated[list[str] | None, typer.Argument(
-        metavar="[KEY=VALUE]...", help="overrides as Hydra writes them, e.g. train.batch_size=8 data.frameskip=5; "
+        metavar="KEY=VALUE", help="overrides as Hydra writes them, e.g. train.batch_size=8 data.frameskip=5; "
                                       "the reference's names (frameskip, num_hist, training.batch_size, ...) are "
                                       "mapped to fcs's keys")] = None,
 ) -> None:
@@ -149,7 +149,7 @@ def _fcs_checkpoint(path: Path, cfg) -> Path:
     return out
 
 
-@command
+@command(examples=["fcs dynamics run1.zarr --checkpoint best.pt --max-frameskip 10"])
 def dynamics(
     store: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="an fcs store")],
     checkpoint: Annotated[Path, typer.Option("--checkpoint", exists=True, dir_okay=False,
@@ -199,7 +199,7 @@ def dynamics(
                   "compare a run's validation losses with its row (skill = 1 - loss / copy)")
 
 
-@command(name="train-decoder")
+@command(name="train-decoder", examples=["fcs train-decoder runs/dino_wm/latest --steps 2000"])
 def train_decoder_cmd(
     run: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="a run directory of fcs train")],
     steps: Annotated[int, typer.Option(min=1, help="decoder steps")] = 1000,

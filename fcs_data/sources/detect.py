@@ -240,7 +240,7 @@ def _channel_assumption(layout: Layout) -> str | None:
     if obs.fused is not None or obs.color_independent:
         return None
     why = (f"{obs.file} and {obs.color_dataset} pass through one conversion, so they cannot tell"
-           if obs.color_dataset else "the data cannot tell RGB from BGR")
+           if obs.color_dataset else "nothing in the data tells RGB from BGR")
     return (f"channel_order {obs.channel_order}, the layout's declared order ({why}); fcs layouts preview shows "
             "the frames, --layout declares another order")
 
