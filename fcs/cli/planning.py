@@ -35,7 +35,7 @@ def _plan_config(config: Path | None, overrides: list[str] | None):
 @command(name="plan-eval", examples=[
     "fcs plan-eval run1.zarr --checkpoint runs/dino_wm/latest/checkpoints/best.pt",
     "fcs plan-eval run1.zarr --checkpoint best.pt --set cem.samples=100 --json -",
-                  "fcs plan-eval world.zarr --checkpoint best.pt --closed-loop --solvers cem,icem --episodes 20"])
+    "fcs plan-eval world.zarr --checkpoint best.pt --closed-loop --solvers cem,icem --episodes 20"])
 def plan_eval(
     store: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="an fcs store of the model's layout")],
     checkpoint: CheckpointOpt,
