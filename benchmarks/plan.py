@@ -1,28 +1,29 @@
-"""Planning speed: one CEM plan with candidates batched (fcs) against one at a time (the users' server).
+"""Planning cost and planning success: FLOPs and time per plan for every solver, and closed-loop success.
 
     python benchmarks/plan.py [--presets tiny,full] [--samples 300 --iterations 30 --horizon 5]
-                              [--full-samples 24 --full-iterations 2] [--checkpoint CKPT --store STORE]
+                              [--full-samples 24 --full-iterations 2]
+    python benchmarks/plan.py --closed-loop [--episodes 12] [--train-steps 1500] [--horizon 3]
 
-For each preset, with one model, one context (num_hist frames with the actions between them), one
-goal and one seed, the same CEM budget runs twice in this process:
+1. Batching, per preset: the same CEM budget with candidates batched (fcs: the context encoded once,
+   one rollout per iteration) and one at a time (the users' server: a full `model.rollout` per
+   candidate); the time per plan of each, their ratio, the largest difference between the plans.
+2. Solvers, per preset: one plan and one warm-started plan (MPC's next step) of every solver preset
+   (`SOLVER_PRESETS`: CEM 300 x 30, CEM with warm-start budgets, iCEM, CEM -> gradient descent, and
+   gradient descent) from the same context: FLOPs counted with FlopCounterMode on one batch,
+   attention included (`fcs_train.planning.flops`), the time, and the FLOPs against CEM 300 x 30.
+   The tiny preset is trained here on a synthetic primitive-logger store; the full model (DINOv2
+   ViT-S/14 shapes, random weights: FLOPs and speed do not depend on them) runs at the full budget
+   on CUDA; on a CPU the batching comparison runs at `--full-samples x --full-iterations` and the
+   solvers' full-budget FLOPs are given (exact:
+   they are linear in the candidates, counted per candidate and multiplied by the rollouts each
+   solver spends) and no time: timing it is benchmarks/gpu.py's job, with `time_solvers`.
+3. `--closed-loop`: the tiny model trained `--train-steps` steps on 48 synthetic primitive episodes;
+   every solver preset in closed loop in the reference world through the planning server, the same
+   seeds for all, against the oracle, mean and random baselines: success rate beside FLOPs per plan,
+   from one run (`fcs plan-eval --closed-loop` is the same measurement on any synthetic store).
 
-- batched (fcs): the context encoded once, every candidate of an iteration in one rollout
-  (`Objective.cost`, chunked at `max_batch`);
-- one at a time (the users' structure): a Python loop over the candidates, each a full
-  `model.rollout` that encodes the context frames again.
-
-It prints the time per plan of each, their ratio, the largest difference between the two plans, the
-FLOPs of one iteration (counted by torch's FlopCounterMode) and the TFLOP/s achieved. The tiny preset
-runs the full budget (300 samples x 30 iterations x horizon 5); the full model (DINOv2 ViT-S/14
-shapes, random weights: speed does not depend on them) a smaller one, with the full budget's time
-extrapolated from it, labelled as such.
-
-Then, on the tiny model trained here on a synthetic primitive-logger store (or `--checkpoint`), the
-solvers at equal final cost: how many candidate rollouts (and seconds) CEM, CEM with early stopping
-and gradient descent need to reach the cost CEM reaches with the full budget (within 1%).
-
-On CUDA the rollouts run in bf16; the goal there is a full-budget plan of the full model under 10 s
-on an H100-class GPU (the users' server: 310-446 s on an RTX A5000).
+`time_solvers(...)` is importable (benchmarks/gpu.py): a full-model, full-budget bf16 plan per solver
+on CUDA, refusing to run without a GPU unless asked for another device (tests run it on CPU).
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 from fcs_data.converters.to_zarr import convert_to_zarr
 from fcs_data.schemas import get_layout
@@ -45,10 +45,13 @@ from fcs_data.synth import synthesize
 from fcs_train.config import load_config
 from fcs_train.models import build_model, to_model_input
 from fcs_train.planning.bundle import PlanningModel, load_planning_model
-from fcs_train.planning.config import CemConfig, GradientConfig, PlanConfig
+from fcs_train.planning.config import CemConfig, PlanConfig, load_plan_config, solver_configs
+from fcs_train.planning.flops import planned_rollouts
 from fcs_train.planning.mpc import Planner
-from fcs_train.planning.solvers import cem, gradient_descent
+from fcs_train.planning.solvers import cem
 from fcs_train.trainer import Trainer
+
+SOLVERS = ("cem", "cem-warm", "icem", "cem-gd", "gd")
 
 
 def sync(device: torch.device) -> None:
@@ -56,7 +59,7 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def random_bundle(preset: str, device: torch.device) -> PlanningModel:
+def random_bundle(preset: str, device: torch.device, amp: str = "auto") -> PlanningModel:
     """A model of `preset` with random weights, the v1 layout and statistics of a synthetic store."""
     cfg = load_config(preset=preset)
     layout = get_layout("franka_cube_stack_v1")
@@ -68,18 +71,22 @@ def random_bundle(preset: str, device: torch.device) -> PlanningModel:
         store = convert_to_zarr(synthesize(Path(tmp) / "src", episodes=2, min_len=30, max_len=31, seed=0),
                                 Path(tmp) / "s.zarr", workers=1).store
         stats = open_store(store).metadata.norm_stats
+    bf16 = amp == "bf16" or (amp == "auto" and device.type == "cuda")
     return PlanningModel(model=model.to(device).eval(), checkpoint=Path(f"<random {preset} model>"), layout=layout,
                          action_stats=stats.action, proprio_stats=stats.proprio, frameskip=cfg.data.frameskip,
                          num_hist=cfg.data.num_hist, image_shape=(256, 256, 3), device=device,
-                         amp_dtype=torch.bfloat16 if device.type == "cuda" else None)
+                         amp_dtype=torch.bfloat16 if bf16 else None)
 
 
-def trained_bundle(device: torch.device, workdir: Path) -> tuple[PlanningModel, Path]:
-    src = synthesize(workdir / "src", episodes=24, min_len=16, max_len=24, seed=5, layout="franka_cube_stack_primitive")
+def trained_bundle(device: torch.device, workdir: Path, *, episodes: int = 24, steps: int = 300
+                   ) -> tuple[PlanningModel, Path]:
+    """The tiny preset trained `steps` steps on `episodes` synthetic primitive-logger episodes (frameskip 1)."""
+    src = synthesize(workdir / "src", episodes=episodes, min_len=16, max_len=24, seed=5,
+                     layout="franka_cube_stack_primitive")
     store = convert_to_zarr(src, workdir / "s.zarr", workers=1).store
     sets = {"data.store": store, "train.run_dir": workdir / "run", "data.num_workers": 0, "data.frameskip": 1,
-            "data.split_ratio": 0.75, "train.max_steps": 300, "train.epochs": 1000, "train.num_rollouts": 0,
-            "log.print_every_steps": 100_000}
+            "data.split_ratio": 0.75, "train.max_steps": steps, "train.epochs": 1000, "train.num_rollouts": 0,
+            "log.print_every_steps": 100_000, "log.png_every_epochs": 1000}
     cfg = load_config(preset="tiny", overrides=[f"{k}={v}" for k, v in sets.items()])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -89,33 +96,121 @@ def trained_bundle(device: torch.device, workdir: Path) -> tuple[PlanningModel, 
     return load_planning_model(workdir / "run" / "checkpoints" / "latest.pt", device=str(device)), store
 
 
-def scene(bundle: PlanningModel, store: Path | None, seed: int = 0):
-    """Context obs `(1, n, ...)` in model units, the executed actions between them, goal obs, raw proprio."""
-    model, n, fs, a = bundle.model, bundle.num_hist, bundle.frameskip, bundle.action_dim
-    dev = bundle.device
+def observations(bundle: PlanningModel, store: Path | None, seed: int = 0):
+    """`num_hist + 1` frames `(H, W, 3)` uint8 with their proprio, the raw actions between the first
+    `num_hist` (one row of `(fs, A)` per step), and the goal frame and proprio (the last)."""
+    n, fs, a = bundle.num_hist, bundle.frameskip, bundle.action_dim
     if store is None:
-        g = torch.Generator().manual_seed(seed)
-        h, w, _ = bundle.image_shape
-        frames = torch.randint(0, 256, (n + 1, 3, h, w), generator=g, dtype=torch.uint8)
-        proprio = torch.tensor(np.asarray(bundle.proprio_stats.mean), dtype=torch.float32).expand(n + 1, -1)
-        executed = torch.zeros(1, n - 1, fs * a)
-    else:
-        s = open_store(store)
-        ep = int(np.argmax(s.episode_lengths))
-        g0, horizon = int(s.episode_starts[ep]), 5
-        ids = g0 + np.arange(n + horizon) * fs
-        frames = torch.from_numpy(s.read_frames(ids)).permute(0, 3, 1, 2)
-        frames = torch.cat([frames[:n], frames[-1:]])
-        state = s.read_rows("state", g0, g0 + (n + horizon) * fs)
-        proprio = torch.tensor(state[::fs][[*range(n), n + horizon - 1]][:, s.layout.proprio_slice])
-        act = torch.tensor(s.read_rows("action", g0, g0 + (n - 1) * fs))
-        executed = ((act - torch.tensor(bundle.action_stats.mean)) / (torch.tensor(bundle.action_stats.std) + 1e-6))
-        executed = executed.float().reshape(1, n - 1, fs * a)
-    visual = to_model_input(frames.to(dev), model.image_size)
-    p_norm = torch.stack([bundle.normalize_proprio(p.double().numpy())[0, 0] for p in proprio])
-    obs = {"visual": visual[None, :n], "proprio": p_norm[None, :n]}
-    goal = {"visual": visual[None, n:], "proprio": p_norm[None, n:]}
-    return obs, executed.to(dev), goal, proprio[n - 1].to(dev)
+        rng = np.random.default_rng(seed)
+        frames = rng.integers(0, 256, (n + 1, *bundle.image_shape), dtype=np.uint8)
+        proprio = np.repeat(np.asarray(bundle.proprio_stats.mean)[None], n + 1, axis=0)
+        actions = np.repeat(np.asarray(bundle.action_stats.mean)[None, None], n, axis=0).repeat(fs, axis=1)
+        return frames, proprio, actions
+    s = open_store(store)
+    ep = int(np.argmax(s.episode_lengths))
+    g0, horizon = int(s.episode_starts[ep]), 5
+    ids = g0 + np.arange(n + horizon) * fs
+    frames = s.read_frames(ids)[[*range(n), n + horizon - 1]]
+    proprio = s.read_rows("state", g0, g0 + (n + horizon) * fs)[::fs][[*range(n), n + horizon - 1]]
+    actions = s.read_rows("action", g0, g0 + n * fs).reshape(n, fs, a)
+    return frames, proprio[:, s.layout.proprio_slice], actions
+
+
+def plan_cost(bundle: PlanningModel, cfg: PlanConfig, obs) -> dict[str, float]:
+    """One plan from `num_hist` context frames, then the warm-started plan of MPC's next step (after the
+    first plan's actions ran): FLOPs (counted) and seconds of each."""
+    frames, proprio, actions = obs
+    n = bundle.num_hist
+    planner = Planner(bundle, cfg)
+    planner.reset(frames[-1], proprio[-1])
+    for j in range(n - 1):
+        planner.observe(frames[j], proprio[j], actions[j - 1] if j else None)
+    sync(bundle.device)
+    first = planner.plan(frames[n - 1], proprio[n - 1], actions[n - 2] if n > 1 else None)
+    warm = planner.plan(frames[n - 1], proprio[n - 1], first.actions)
+    sync(bundle.device)
+    return {"flops": first.flops, "seconds": first.seconds, "rollouts": first.rollouts + first.grad_rollouts,
+            "warm_flops": warm.flops, "warm_seconds": warm.seconds}
+
+
+def solver_plan_configs(samples: int, iterations: int, horizon: int, names: tuple[str, ...] = SOLVERS
+                        ) -> dict[str, PlanConfig]:
+    """The solver presets on top of CEM `samples x iterations` (`gd`: gradient descent's defaults)."""
+    base = load_plan_config(overrides=[f"horizon={horizon}", f"cem.samples={samples}", f"cem.iterations={iterations}",
+                                       f"max_batch={max(samples, 1)}"])
+    presets = solver_configs(base, [s for s in names if s != "gd"])
+    if "gd" in names:
+        presets["gd"] = base.model_copy(update={"solver": "gd"})
+    return presets
+
+
+def time_solvers(preset: str = "full", *, device: str = "cuda", solvers: tuple[str, ...] = SOLVERS,
+                 samples: int = 300, iterations: int = 30, horizon: int = 5, amp: str = "bf16") -> list[dict]:
+    """A plan (and its warm-started successor) per solver on `device` with a random `preset` model:
+    `[{solver, what, flops, seconds, warm_flops, warm_seconds, tflops_per_s}]`, after one warm-up plan.
+
+    For benchmarks/gpu.py (the defaults: full model, full budget, bf16 on CUDA); refuses to run on a
+    machine without CUDA rather than measure something else under the same name.
+    """
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("time_solvers: no CUDA device here; pass device='cpu' to time on the CPU")
+    bundle = random_bundle(preset, dev, amp="bf16" if amp == "bf16" and dev.type == "cuda" else "off")
+    obs = observations(bundle, None)
+    configs = solver_plan_configs(samples, iterations, horizon, solvers)
+    plan_cost(bundle, next(iter(configs.values())).model_copy(update={"cem": CemConfig(samples=2, topk=2,
+                                                                                       iterations=1)}), obs)
+    rows = []
+    for name, cfg in configs.items():
+        cost = plan_cost(bundle, cfg, obs)
+        rows.append({"solver": name, "what": cfg.describe_solver(), "device": str(dev),
+                     "tflops_per_s": cost["flops"] / cost["seconds"] / 1e12, **cost})
+    return rows
+
+
+def counted_flops(bundle: PlanningModel, configs: dict[str, PlanConfig], obs) -> list[dict]:
+    """FLOPs per plan (first and warm-started) of each config without running its solver: a candidate
+    rollout from `num_hist` context frames (forward, and forward + backward) and an observation's
+    encoding counted once with FlopCounterMode, times the rollouts the config spends (`planned_rollouts`).
+    For the full model on a CPU, where the plans themselves would take hours."""
+    frames, proprio, actions = obs
+    n = bundle.num_hist
+    first = next(iter(configs.values()))
+    planner = Planner(bundle, first.model_copy(update={"solver": "cem", "cem": CemConfig(samples=2, topk=2,
+                                                                                         iterations=1)}))
+    planner.reset(frames[-1], proprio[-1])
+    for j in range(n - 1):
+        planner.observe(frames[j], proprio[j], actions[j - 1] if j else None)
+    planner.plan(frames[n - 1], proprio[n - 1], actions[n - 2] if n > 1 else None)  # sets the n-frame context
+    probe = torch.zeros(first.horizon, planner.space.width, device=bundle.device)
+    cost, counter = planner.objective.cost, planner.rollout_flops
+    fwd = counter.per_candidate(cost, probe, n)
+    bwd = counter.per_candidate(cost, probe, n, grad=True) if any(c.solver in ("gd", "cem_gd")
+                                                                  for c in configs.values()) else 0.0
+    encode = planner._encode_flops or 0.0
+    rows = []
+    for name, cfg in configs.items():
+        (f1, b1), (f2, b2) = planned_rollouts(cfg), planned_rollouts(cfg, warm=True)
+        rows.append({"solver": name, "what": cfg.describe_solver(), "rollouts": f1 + b1,
+                     "flops": f1 * fwd + b1 * bwd + encode, "warm_flops": f2 * fwd + b2 * bwd + encode,
+                     "seconds": None, "warm_seconds": None, "tflops_per_s": None})
+    print(f"  one candidate rollout from {n} context frames: {fwd / 1e9:.2f} GFLOP forward"
+          + (f", {bwd / 1e9:.2f} GFLOP with the backward pass" if bwd else "") + f"; an observation's encoding "
+          f"{encode / 1e9:.2f} GFLOP (FlopCounterMode, attention included)")
+    return rows
+
+
+def print_solver_costs(title: str, rows: list[dict]) -> None:
+    """The table of `time_solvers` / `counted_flops` rows, FLOPs against the `cem` row's."""
+    ref = next((r for r in rows if r["solver"] == "cem"), rows[0])
+    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    print(f"\n{title}")
+    print(f"  {'solver':10} {'GFLOP/plan':>11} {'warm':>9} {'x CEM':>7} {'x warm':>7} {'s/plan':>8} {'warm s':>8} "
+          f"{'TFLOP/s':>8}  what")
+    for r in rows:
+        print(f"  {r['solver']:10} {r['flops'] / 1e9:11.5g} {r['warm_flops'] / 1e9:9.5g} {r['flops'] / ref['flops']:7.3f} "
+              f"{r['warm_flops'] / ref['flops']:7.3f} {fmt(r['seconds'], '8.3f')} {fmt(r['warm_seconds'], '8.3f')} "
+              f"{fmt(r['tflops_per_s'], '8.3f')}  {r['what']}")
 
 
 def users_cost(model, obs, executed, z_goal, alpha: float, autocast):
@@ -132,94 +227,54 @@ def users_cost(model, obs, executed, z_goal, alpha: float, autocast):
     return cost
 
 
-def timed_cem(cost, planner: Planner, cfg: CemConfig, proprio: torch.Tensor, seed: int):
-    dev = planner.bundle.device
-    sync(dev)
-    t0 = time.perf_counter()
-    r = cem(cost, planner.space, torch.zeros(planner.config.horizon, planner.space.width, device=dev), cfg,
-            torch.Generator(device=dev).manual_seed(seed), proprio)
-    sync(dev)
-    return r, time.perf_counter() - t0
-
-
 def compare_batching(preset: str, bundle: PlanningModel, store: Path | None, samples: int, iterations: int,
-                     horizon: int, full_budget: tuple[int, int]) -> None:
+                     horizon: int) -> None:
+    """The same CEM plan with candidates batched (fcs) and one at a time (the users' server)."""
     cfg = PlanConfig(horizon=horizon, max_batch=samples, cem=CemConfig(samples=samples, iterations=iterations))
     planner = Planner(bundle, cfg)
-    obs, executed, goal, proprio = scene(bundle, store)
-    model = bundle.model
+    frames, proprio, actions = observations(bundle, store)
+    model, n, dev = bundle.model, bundle.num_hist, bundle.device
+    visual = to_model_input(torch.from_numpy(frames).permute(0, 3, 1, 2).to(dev), model.image_size)
+    p = torch.stack([bundle.normalize_proprio(np.asarray(x, np.float64))[0, 0] for x in proprio])
+    obs = {"visual": visual[None, :n], "proprio": p[None, :n]}
+    executed = planner.space.from_raw(torch.tensor(actions[: n - 1].reshape(-1, bundle.action_dim),
+                                                   dtype=torch.float32, device=dev))[None]
     with torch.no_grad():
-        z_goal = {k: v.float() for k, v in model.encode_obs(goal).items()}
+        z_goal = {k: v.float() for k, v in model.encode_obs({"visual": visual[None, n:], "proprio": p[None, n:]}).items()}
         planner.objective.set_goal(z_goal)
         planner.objective.set_context(model.encode_obs(obs), executed)
     batched, one = planner.objective.cost, users_cost(model, obs, executed, z_goal, cfg.alpha, bundle.autocast)
-    probe = torch.zeros(samples, horizon, planner.space.width, device=bundle.device)
-    with torch.no_grad(), FlopCounterMode(display=False) as flops:
-        batched(probe)
-    with torch.no_grad():
-        batched(probe[:2])  # warm-up
-        one(probe[:2])
-    r_b, t_b = timed_cem(batched, planner, cfg.cem, proprio, seed=0)
-    r_s, t_s = timed_cem(one, planner, cfg.cem, proprio, seed=0)
-    per_iter = flops.get_total_flops()
-    rollouts = samples * iterations
-    print(f"\n{preset}: CEM {samples} samples x {iterations} iterations, horizon {horizon}, {bundle.num_hist} context "
-          f"frames, {bundle.device}{', bf16' if bundle.amp_dtype else ''}")
-    print(f"  {'':30} {'s/plan':>9} {'rollouts/s':>11} {'x':>6}")
-    print(f"  {'one at a time (users)':30} {t_s:9.2f} {rollouts / t_s:11.0f} {1.0:6.2f}")
-    print(f"  {'batched, context shared (fcs)':30} {t_b:9.2f} {rollouts / t_b:11.0f} {t_s / t_b:6.2f}")
-    diff = float((r_b.actions - r_s.actions).abs().max())
-    print(f"  same samples and seed: plans differ by at most {diff:.2e} (normalised units); costs "
-          f"{r_b.cost:.6g} vs {r_s.cost:.6g}")
-    print(f"  {per_iter / samples / 1e9:.2f} GFLOP per candidate rollout, {per_iter * iterations / 1e12:.3f} TFLOP per "
-          f"plan: {per_iter * iterations / t_b / 1e12:.3f} TFLOP/s batched, "
-          f"{per_iter * iterations / t_s / 1e12:.3f} TFLOP/s one at a time")
-    full_s, full_i = full_budget
-    if (samples, iterations) != (full_s, full_i):
-        scale = full_s * full_i / rollouts
-        print(f"  extrapolated to the full budget ({full_s} x {full_i} = {full_s * full_i:,} rollouts, "
-              f"{per_iter / samples * full_s * full_i / 1e15:.2f} PFLOP): batched {t_b * scale:.0f} s, one at a time "
-              f"{t_s * scale:.0f} s per plan on this device")
-
-
-def compare_solvers(bundle: PlanningModel, store: Path, samples: int, iterations: int, horizon: int) -> None:
-    cfg = PlanConfig(horizon=horizon, cem=CemConfig(samples=samples, iterations=iterations))
-    planner = Planner(bundle, cfg)
-    obs, executed, goal, proprio = scene(bundle, store)
-    with torch.no_grad():
-        planner.objective.set_goal({k: v.float() for k, v in bundle.model.encode_obs(goal).items()})
-        planner.objective.set_context(bundle.model.encode_obs(obs), executed)
-    cost, dev = planner.objective.cost, bundle.device
     start = torch.zeros(horizon, planner.space.width, device=dev)
-    runs = {}
-    for name, solve in (
-        ("CEM (full budget)", lambda: cem(cost, planner.space, start, cfg.cem, torch.Generator(dev).manual_seed(0),
-                                          proprio)),
-        ("CEM, early stop (patience 3)", lambda: cem(
-            cost, planner.space, start, cfg.cem.model_copy(update={"early_stop_patience": 3}),
-            torch.Generator(dev).manual_seed(0), proprio)),
-        ("gradient descent (8 restarts)", lambda: gradient_descent(
-            cost, planner.space, start, GradientConfig(restarts=8, steps=400, lr=0.1),
-            torch.Generator(dev).manual_seed(0), proprio)),
-        ("gradient descent (32 restarts)", lambda: gradient_descent(
-            cost, planner.space, start, GradientConfig(restarts=32, steps=200, lr=0.1),
-            torch.Generator(dev).manual_seed(0), proprio)),
-    ):
+    proprio_t = torch.tensor(proprio[n - 1], dtype=torch.float32, device=dev)
+    times, plans = [], []
+    for fn in (batched, one):
+        fn(start[None].expand(2, -1, -1))  # warm-up
         sync(dev)
         t0 = time.perf_counter()
-        r = solve()
+        plans.append(cem(fn, planner.space, start, cfg.cem, torch.Generator(device=dev).manual_seed(0), proprio_t))
         sync(dev)
-        runs[name] = (r, time.perf_counter() - t0)
-    target = runs["CEM (full budget)"][0].cost * 1.01
-    print(f"\nsolvers at equal cost (trained tiny model, horizon {horizon}): rollouts to reach CEM's full-budget cost "
-          f"{target / 1.01:.5g} (+1%)")
-    print(f"  {'solver':32} {'rollouts':>9} {'seconds':>8} {'best cost':>10} {'spent':>8}")
-    for name, (r, seconds) in runs.items():
-        reached = next((n for n, c in r.trace if c <= target), None)
-        per_rollout = seconds / max(r.rollouts, 1)
-        what = (f"{reached:9,} {reached * per_rollout:8.2f}" if reached is not None else f"{'never':>9} {'-':>8}")
-        print(f"  {name:32} {what} {r.cost:10.5g} {r.rollouts:8,}")
-    print("  (a gradient step costs a forward and a backward rollout; seconds are each solver's own rate)")
+        times.append(time.perf_counter() - t0)
+    print(f"\n{preset}: CEM {samples} x {iterations}, horizon {horizon}, {n} context frames, {dev}"
+          f"{', bf16' if bundle.amp_dtype else ''}: batched {times[0]:.2f} s/plan, one at a time (the users' server) "
+          f"{times[1]:.2f} s/plan: {times[1] / times[0]:.1f}x; the plans differ by at most "
+          f"{float((plans[0].actions - plans[1].actions).abs().max()):.1e}")
+
+
+def closed_loop(episodes: int, train_steps: int, horizon: int, device: torch.device) -> None:
+    """Every solver preset in closed loop on one trained tiny model and the same seeds (module docstring, 3)."""
+    from fcs.views import print_closed_loop
+    from fcs_data.world import world_spec_from_store
+    from fcs_train.planning.closed_loop import evaluate_closed_loop
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        bundle, store = trained_bundle(device, Path(tmp), episodes=48, steps=train_steps)
+        print(f"trained the tiny model {train_steps} steps on 48 primitive-logger episodes in "
+              f"{time.perf_counter() - t0:.0f} s")
+        planners = solver_plan_configs(300, 30, horizon, SOLVERS[:4])
+        spec = world_spec_from_store(store, goal_steps=horizon * bundle.frameskip)
+        report = evaluate_closed_loop(bundle, spec, planners, seeds=list(range(episodes)), reference="cem")
+        print_closed_loop(report)
 
 
 def main() -> None:
@@ -230,29 +285,40 @@ def main() -> None:
     ap.add_argument("--horizon", type=int, default=5)
     ap.add_argument("--full-samples", type=int, default=24, help="the full model's budget on CPU")
     ap.add_argument("--full-iterations", type=int, default=2)
-    ap.add_argument("--checkpoint", type=Path, help="a trained tiny checkpoint for the solver comparison")
-    ap.add_argument("--store", type=Path, help="its store (with --checkpoint)")
+    ap.add_argument("--closed-loop", action="store_true", help="closed-loop success per solver (section 3) only")
+    ap.add_argument("--episodes", type=int, default=12, help="closed-loop episodes per controller")
+    ap.add_argument("--train-steps", type=int, default=1500, help="training steps of the closed-loop model")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     print(f"device {device}, torch threads {torch.get_num_threads()}")
-    if device.type == "cpu":
-        print("no GPU here: the goal of a full-budget plan of the full model under 10 s on an H100 is not measured")
+    if args.closed_loop:
+        closed_loop(args.episodes, args.train_steps, args.horizon, device)
+        return
     full = (args.samples, args.iterations)
     with tempfile.TemporaryDirectory() as tmp:
         for preset in args.presets.split(","):
             if preset == "tiny":
-                if args.checkpoint is not None:
-                    bundle, store = load_planning_model(args.checkpoint, device=str(device)), args.store
-                else:
-                    bundle, store = trained_bundle(device, Path(tmp))
-                compare_batching("tiny (trained)", bundle, store, args.samples, args.iterations, args.horizon,
-                                 full)
-                compare_solvers(bundle, store, args.samples, args.iterations, args.horizon)
-            else:
-                big = device.type == "cuda"
-                samples, iterations = full if big else (args.full_samples, args.full_iterations)
-                compare_batching(f"{preset} (random weights)", random_bundle(preset, device), None, samples,
-                                 iterations, args.horizon, full)
+                bundle, store = trained_bundle(device, Path(tmp))
+                compare_batching("tiny (trained)", bundle, store, *full, args.horizon)
+                obs = observations(bundle, store)
+                rows = [{"solver": name, "what": cfg.describe_solver(), **(cost := plan_cost(bundle, cfg, obs)),
+                         "tflops_per_s": cost["flops"] / cost["seconds"] / 1e12}
+                        for name, cfg in solver_plan_configs(*full, args.horizon).items()]
+                print_solver_costs(f"solvers, tiny (trained), {device}", rows)
+                continue
+            bundle = random_bundle(preset, device)
+            if device.type == "cuda":
+                compare_batching(f"{preset} (random weights)", bundle, None, *full, args.horizon)
+                rows = time_solvers(preset, device="cuda", samples=full[0], iterations=full[1], horizon=args.horizon)
+                print_solver_costs(f"solvers, {preset} (random weights), {torch.cuda.get_device_name()}, bf16", rows)
+                continue
+            small = (args.full_samples, args.full_iterations)
+            compare_batching(f"{preset} (random weights, budget {small[0]} x {small[1]})", bundle, None, *small,
+                             args.horizon)
+            print(f"\nsolvers, {preset} (random weights): FLOPs per plan at the full budget, counted per candidate "
+                  "(no GPU here: not timed; benchmarks/gpu.py times them with time_solvers)")
+            rows = counted_flops(bundle, solver_plan_configs(*full, args.horizon), observations(bundle, None))
+            print_solver_costs(f"solvers, {preset} (random weights), full budget, counted", rows)
 
 
 if __name__ == "__main__":

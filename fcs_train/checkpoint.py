@@ -64,6 +64,8 @@ class RunState(_Model):
     best_val_loss: float = math.inf
     val_metrics: dict[str, float] = Field(default_factory=dict, description="the last validation's")
     decoder_trained: bool = False
+    plan_best: list[float] | None = Field(default=None, description="the best planning score so far, lower is "
+                                                                    "better (train.select_by)")
 
 
 class StoreRef(_Model):

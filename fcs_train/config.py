@@ -151,6 +151,22 @@ class TrainSection(_Section):
     stall_timeout: float = Field(default=900.0, ge=0, description="seconds without a batch or a step before the run "
                                                                  "is stopped with a diagnosis and a checkpoint "
                                                                  "(0: never)")
+    # planning evaluation during training (fcs_train.planning.during_training)
+    plan_eval_every: int | None = Field(
+        default=None, ge=1, description="epochs between planning evaluations: closed loop in the reference world for "
+                                        "a store made by fcs synth, offline on the validation episodes otherwise")
+    plan_eval_episodes: int = Field(default=8, ge=1, description="closed-loop episodes (offline: pairs) per evaluation")
+    plan_eval_set: list[str] = Field(default_factory=lambda: ["cem.samples=100", "cem.iterations=5"],
+                                     description="planning settings, as fcs plan-eval --set (e.g. horizon=3)")
+    select_by: Literal["val_loss", "plan_success_rate", "plan_ee_distance"] = Field(
+        default="val_loss", description="what keeps best.pt: the lowest validation loss, the highest planning success "
+                                        "rate (ties: the lower EE distance) or the lowest final EE distance")
+
+    @model_validator(mode="after")
+    def _check_planning(self) -> TrainSection:
+        if self.select_by != "val_loss" and self.plan_eval_every is None:
+            raise ValueError(f"select_by {self.select_by} needs plan_eval_every (the planning evaluation it reads)")
+        return self
 
 
 class LogConfig(_Section):

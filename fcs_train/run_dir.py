@@ -9,6 +9,7 @@
     RUN/plots/losses.png                loss curves
     RUN/tensorboard/                    TensorBoard events (log.tensorboard)
     RUN/plan_eval/                      `fcs plan-eval`'s PNGs, by default
+    RUN/closed_loop/                    `fcs plan-eval --closed-loop`'s episode strips, by default
     RUN/wandb.json                      the W&B run id, kept across resumes
     RUN/status.json                     running / finished / interrupted / failed, for `fcs runs`
     RUN/stall-TIME.txt                  stacks and worker states when the run stalled
@@ -105,6 +106,10 @@ class RunDir:
     @property
     def plan_eval(self) -> Path:
         return self.root / "plan_eval"
+
+    @property
+    def closed_loop(self) -> Path:
+        return self.root / "closed_loop"
 
     @property
     def status(self) -> Path:

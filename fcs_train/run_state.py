@@ -148,7 +148,8 @@ class RunCheckpoints:
                 for group in optimizers[name].param_groups:  # the moments go on; the rates are this config's
                     group.update(hyperparameters.get(name, {}))
         scaler.load_state_dict(ckpt.scaler)
-        for field in ("epoch", "global_step", "step_in_epoch", "best_val_loss", "val_metrics", "decoder_trained"):
+        for field in ("epoch", "global_step", "step_in_epoch", "best_val_loss", "val_metrics", "decoder_trained",
+                      "plan_best"):
             setattr(state, field, getattr(ckpt.state, field))
         rng = ckpt.rng
         if self.info.rank > 0:

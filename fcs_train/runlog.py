@@ -33,7 +33,8 @@ from fcs_train.trackers import Trackers
 EPOCH_COLUMNS = (  # key in the epoch row, column title
     ("loss", "train"), ("val_loss", "val"), ("val_z_visual_loss", "z vis"), ("val_z_visual_loss_copy", "copy"),
     ("val_z_visual_skill", "skill"), ("val_z_proprio_skill", "p skill"), ("val_pred_ssim", "SSIM"),
-    ("val_pred_psnr", "PSNR"), ("val_z_visual_err_rollout", "rollout"), ("data_wait", "wait"), ("seconds", "s"),
+    ("val_pred_psnr", "PSNR"), ("val_z_visual_err_rollout", "rollout"), ("plan_success_rate", "plan success"),
+    ("data_wait", "wait"), ("seconds", "s"),
 )
 
 

@@ -40,6 +40,7 @@ from fcs_train.evaluation import Evaluator
 from fcs_train.fit.preflight import configure_allocator, preflight
 from fcs_train.metrics import LPIPS
 from fcs_train.models import ModelSpec, VWorldModel
+from fcs_train.planning.during_training import PlanSelection, plan_eval_due, plan_eval_during_training
 from fcs_train.profiling import PROFILE_STEPS, sync, time_phases
 from fcs_train.rng import rng_state, set_rng_state
 from fcs_train.run_dir import RunDir
@@ -321,6 +322,11 @@ class Trainer(TrainingStep):
                 state.val_metrics = val
                 self.log.record("val", {"step": state.global_step, "epoch": state.epoch, **val})
                 row |= {f"val_{k}": v for k, v in val.items()}
+        if plan_eval_due(cfg.train, state.epoch, stopped):  # does planning with the model reach goals?
+            plan = plan_eval_during_training(self.model, self.store, self.train_ds.normalizer, cfg, self.device,
+                                             self.info)
+            self.log.record("plan", {"step": state.global_step, "epoch": state.epoch, **plan})
+            row |= plan
         if self.info.is_main and (stopped or state.epoch % cfg.log.png_every_epochs == 0) and self._decoding():
             grid = self.evaluator.save_images(
                 self.run.epoch_image(state.epoch),
@@ -346,6 +352,9 @@ class Trainer(TrainingStep):
         val_loss = row.get("val_loss")
         if val_loss is not None and val_loss < state.best_val_loss:
             state.best_val_loss = val_loss
+            if cfg.train.select_by == "val_loss":
+                names.append("best")
+        if cfg.train.select_by != "val_loss" and PlanSelection(cfg.train.select_by, state).improved(row):
             names.append("best")
         self._save("latest", *names)
         self._boundary_rng = self._rng_snapshot()

@@ -150,12 +150,27 @@ def test_plan_eval_prints_the_comparison_and_writes_json_and_pngs(planning_run, 
             "--set", "cem.iterations=2", "--out", str(tmp_path / "pngs"), "--json", str(tmp_path / "r.json")]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
-    assert "oracle" in res.output and "success (planned distance <= 1.5 x oracle)" in res.output
+    assert "oracle" in res.output and "success (the plan's EE within 5 cm of the goal's)" in res.output
     assert "end_pos" in res.output and "mm" in res.output
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["summary"]["pairs"] == 2 and len(list((tmp_path / "pngs").glob("pair_*.png"))) == 2
     res = runner.invoke(app, [*args[:-2], "--json", "-"])
     assert res.exit_code == 0 and json.loads(res.stdout)["summary"]["pairs"] == 2
+
+
+def test_plan_eval_closed_loop_compares_solvers_and_baselines_and_writes_json_and_strips(planning_run, tmp_path) -> None:
+    store, ckpt = planning_run
+    args = ["plan-eval", str(store), "--checkpoint", str(ckpt), "--closed-loop", "--episodes", "2", "--solvers",
+            "cem,cem-gd", "--baselines", "oracle,mean", "--set", "horizon=2", "--set", "cem.samples=16", "--set",
+            "cem.topk=4", "--set", "cem.iterations=2", "--out", str(tmp_path / "strips")]
+    res = runner.invoke(app, [*args, "--json", "-"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)["summary"]
+    assert set(summary) == {"cem", "cem-gd", "oracle", "mean"} and summary["oracle"]["success_rate"] == 1.0
+    assert summary["cem-gd"]["flops_per_plan"] > 0 and summary["cem"]["flops_vs_reference"] == 1.0
+    assert len(list((tmp_path / "strips").glob("*.png"))) == 8
+    res = runner.invoke(app, [*args[:8], "nope"])
+    assert res.exit_code == 2 and "unknown solver preset(s) nope" in res.output
 
 
 def test_plan_eval_refuses_a_store_of_another_layout_in_one_line(planning_run, planning_fs2) -> None:

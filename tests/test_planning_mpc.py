@@ -231,7 +231,8 @@ def test_the_gradient_solver_plans_through_the_planner_within_the_bounds(fs2):
         plans.append(result.plan)
     fs, a = bundle.frameskip, bundle.action_dim
     assert result.actions.shape == (fs, a) and result.plan.shape == (2 * fs, a)
-    assert (result.iterations, result.rollouts) == (4, 3 * 4 + 3), "restarts x steps, then the final sequences"
+    assert (result.iterations, result.grad_rollouts, result.rollouts) == (4, 3 * 4, 3), \
+        "restarts x steps with a backward pass, then the final sequences forward only"
     costs = [c for _, c in result.trace]
     assert costs == sorted(costs, reverse=True) and result.cost == costs[-1], "the best cost never rises"
     space = planner.space

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import pickle
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from websockets.exceptions import ConnectionClosed
 
 from fcs_data.store import open_store
@@ -91,7 +95,7 @@ def test_malformed_messages_get_error_replies_and_the_connection_stays_up(bundle
         ("garbage", b"\xc1\xc1", "bad_message", "not a msgpack"),
         ("pickle", pickle.dumps({"cmd": "set_goal", "image": frames[0], "proprio": proprio[0]}), "bad_message",
          "pickle"),
-        ("unknown cmd", pack({"cmd": "plan_all"}), "bad_request", "unknown cmd"),
+        ("unknown cmd", pack({"cmd": "plan_all"}), "bad_request", "cmd 'plan_all'"),
         ("missing", pack({"cmd": "set_goal", "image": frames[0]}), "bad_request", "missing proprio"),
         ("users' field", pack({"cmd": "set_goal", "image": frames[0], "ee_pos": proprio[0], "proprio": proprio[0]}),
          "bad_request", "unknown field"),
@@ -150,3 +154,82 @@ def test_a_plan_past_its_time_limit_is_cancelled_with_an_error_reply(bundle, epi
             client.plan(frames[0], proprio[0])
         assert client.last_reply["code"] == "timeout"
         assert client.info()["state"]["goal"] is True
+
+
+def _ask(client: PlannerClient, message: dict | bytes) -> dict:
+    client._ws.send(message if isinstance(message, bytes) else pack(message))
+    return unpack(client._ws.recv(timeout=60))
+
+
+def test_a_hostile_client_gets_coded_errors_never_internal_and_the_session_is_left_as_it_was(bundle, episode, caplog):
+    frames, proprio = episode
+    actions = np.zeros((2, 9), np.float32)
+    huge_actions = np.full((2, 9), 3e38, np.float32)
+    hostile = [
+        ({"cmd": {"plan": 1}}, "cmd of type dict"),
+        ({"cmd": [1, 2]}, "cmd of type list"),
+        ({"cmd": 7}, "cmd 7"),
+        (pack({"cmd": "set_goal", b"image": 1, "image": frames[0], "proprio": proprio[0]}),  # a bytes key beside its str twin
+         "unknown field(s) b'image'"),
+        ({"cmd": "set_goal", "image": frames[20], "proprio": np.array([1e30, 0.0, 0.3])}, "goal proprio: ee_pos[0]"),
+        ({"cmd": "set_goal", "image": frames[20], "proprio": proprio[20] + 0j}, "complex"),
+        ({"cmd": "set_goal", "image": frames[20], "proprio": np.array([True, False, True])}, "boolean"),
+        ({"cmd": "plan", "image": frames[2], "proprio": np.array([1e300, 0.0, 0.3])}, "observation proprio: ee_pos[0]"),
+        ({"cmd": "plan", "image": frames[2], "proprio": proprio[2], "executed_actions": huge_actions},
+         "executed_actions: row 0 joint_target[0] = 3e+38"),
+        ({"cmd": "plan", "image": frames[2], "proprio": proprio[2], "executed_actions": actions + 1e30},
+         "outside"),
+        ({"cmd": "plan", "image": frames[2], "proprio": proprio[2], "executed_actions": actions.astype(np.complex64)},
+         "complex"),
+        ({"cmd": "plan", "image": frames[2].astype(bool), "proprio": proprio[2]}, "dtype bool"),
+        ({"cmd": "plan", "image": frames[2], "proprio": [[0.1, 0.2], [0.3]]}, "not a numeric array"),
+        ({"cmd": "plan", "image": frames[2], "proprio": {"x": 1.0}}, "object"),
+    ]
+    caplog.set_level(logging.INFO, logger="fcs.serve")
+    with running(_server(bundle)) as uri, PlannerClient(uri, timeout=60) as client:
+        client.set_goal(frames[20], proprio[20])
+        first = client.plan(frames[0], proprio[0])
+        before = client.info()["state"]
+        assert before == {"goal": True, "context_frames": 1, "plans": 1}
+        for message, text in hostile:
+            reply = _ask(client, message)
+            assert reply["ok"] is False and reply["code"] == "bad_request", (text, reply)
+            assert text in reply["error"], (text, reply["error"])
+            assert client.info()["state"] == before, text  # the goal, the history and the plan count unchanged
+        assert client.plan(frames[2], proprio[2], executed_actions=first).shape == (2, 9)
+        assert client.info()["state"] == {"goal": True, "context_frames": 2, "plans": 2}
+    assert not [r for r in caplog.records if "internal" in r.getMessage() or r.exc_info]
+
+
+def test_a_plan_that_finds_nothing_finite_is_a_plan_failed_error_and_leaves_the_history_alone(bundle, episode):
+    frames, proprio = episode
+    broken = copy.deepcopy(bundle)
+    with torch.no_grad():
+        for p in broken.model.predictor.parameters():
+            p.fill_(float("nan"))
+    with running(_server(broken)) as uri, PlannerClient(uri, timeout=60) as client:
+        client.set_goal(frames[20], proprio[20])
+        for _ in range(2):
+            reply = _ask(client, {"cmd": "plan", "image": frames[0], "proprio": proprio[0]})
+            assert reply["code"] == "plan_failed" and "NaN or infinite" in reply["error"]
+            assert client.info()["state"] == {"goal": True, "context_frames": 0, "plans": 0}
+
+
+def test_a_refused_goal_keeps_the_goal_and_episode_that_were_set(bundle, episode):
+    frames, proprio = episode
+    with running(_server(bundle)) as uri, PlannerClient(uri, timeout=60) as client:
+        client.set_goal(frames[20], proprio[20])
+        client.plan(frames[0], proprio[0])
+        reply = _ask(client, {"cmd": "set_goal", "image": frames[10][:, :5], "proprio": proprio[10]})
+        assert reply["code"] == "bad_request"
+        assert client.info()["state"] == {"goal": True, "context_frames": 1, "plans": 1}
+
+
+def test_the_server_imports_neither_the_cli_package_nor_the_client_module():
+    code = ("import sys\n"
+            "import fcs_train.planning.server\n"
+            "bad = [m for m in ('fcs', 'fcs.cli', 'fcs_train.planning.client') if m in sys.modules]\n"
+            "print(bad)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

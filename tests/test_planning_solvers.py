@@ -1,4 +1,4 @@
-"""Solvers on costs whose minimum is known: CEM and gradient descent find it, inside the bounds."""
+"""Solvers on costs whose minimum is known: CEM, gradient descent and CEM -> GD find it, inside the bounds."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import torch
 
 from fcs_data.schemas import get_layout
 from fcs_data.schemas.store import ArrayStats
-from fcs_train.planning.bundle import PlanCancelled, PlanningError
 from fcs_train.planning.config import BoundsConfig, CemConfig, GradientConfig
-from fcs_train.planning.solvers import cem, gradient_descent
+from fcs_train.planning.errors import PlanCancelled, PlanFailed
+from fcs_train.planning.solvers import cem, cem_gd, gradient_descent
 from fcs_train.planning.space import ActionSpace
 
 V1 = get_layout("franka_cube_stack_v1")  # 9-D actions, no segments
@@ -75,7 +75,7 @@ def test_gradient_descent_finds_the_minimum_inside_the_bounds():
     cfg = GradientConfig(restarts=4, steps=200, lr=0.05)
     r = gradient_descent(cost, space, torch.zeros(3, 18), cfg, torch.Generator().manual_seed(0), torch.zeros(3))
     assert torch.allclose(r.actions, OUTSIDE.clamp(-2.0, 2.0), atol=0.02)
-    assert set(calls) == {4} and r.rollouts == 4 * 201
+    assert set(calls) == {4} and r.grad_rollouts == 4 * 200 and r.rollouts == 4  # the final check is forward only
 
 
 def test_a_cancelled_plan_raises_plan_cancelled():
@@ -90,7 +90,7 @@ def test_non_finite_costs_everywhere_are_an_error_not_a_plan():
     def nan_cost(x: torch.Tensor) -> torch.Tensor:
         return torch.full((len(x),), float("nan"))
 
-    with pytest.raises(PlanningError, match="not finite"):
+    with pytest.raises(PlanFailed, match="not finite"):
         cem(nan_cost, _space(), torch.zeros(3, 18), CemConfig(samples=10, topk=2, iterations=2),
             torch.Generator(), torch.zeros(3))
 
@@ -104,3 +104,29 @@ def test_some_non_finite_costs_are_never_chosen():
     r = cem(cost, _space(), torch.zeros(3, 18), CemConfig(samples=40, topk=5, iterations=3),
             torch.Generator().manual_seed(0), torch.zeros(3))
     assert np.isfinite(r.cost) and float(cost(r.actions[None])[0]) == pytest.approx(r.cost)
+
+
+def test_a_warm_started_plan_runs_the_warm_budget_from_the_warm_sigma():
+    space = _space()
+    cost, calls = _quadratic(TARGET)
+    cfg = CemConfig(samples=20, topk=4, iterations=6, warm_iterations=2, warm_sigma_init=0.1)
+    cold = cem(cost, space, TARGET, cfg, torch.Generator().manual_seed(0), torch.zeros(3))
+    warm = cem(cost, space, TARGET, cfg, torch.Generator().manual_seed(0), torch.zeros(3), warm=True)
+    assert (cold.iterations, warm.iterations) == (6, 2) and calls == [20] * 8
+    first = lambda c: cem(cost, space, TARGET, c, torch.Generator().manual_seed(1), torch.zeros(3),  # noqa: E731
+                          warm=True).trace[0][1]
+    wide = cfg.model_copy(update={"warm_sigma_init": 2.0, "warm_iterations": 1})
+    # samples around a good warm start drawn with a small sigma cost less than with a large one
+    assert first(cfg.model_copy(update={"warm_iterations": 1})) <= first(wide)
+
+
+def test_cem_then_gradient_refinement_beats_its_cem_phase_and_counts_backward_rollouts():
+    space = _space()
+    cost, calls = _quadratic(TARGET)
+    cem_cfg = CemConfig(samples=30, topk=5, iterations=2)
+    coarse = cem(cost, space, torch.zeros(3, 18), cem_cfg, torch.Generator().manual_seed(0), torch.zeros(3))
+    r = cem_gd(cost, space, torch.zeros(3, 18), cem_cfg, GradientConfig(restarts=3, steps=50, lr=0.05),
+               torch.Generator().manual_seed(0), torch.zeros(3))
+    assert r.cost < 0.1 * coarse.cost
+    assert r.rollouts == 2 * 30 + 3 and r.grad_rollouts == 50 * 3
+    assert calls == [30, 30, 30, 30] + [3] * 51  # the CEM phase (run twice here), then one batch per Adam step

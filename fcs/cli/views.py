@@ -255,26 +255,32 @@ def print_plan_eval(report) -> None:
                   f"({len(report.episodes)})")
     for note in report.notes:
         console.print(f"  note: {escape(note)}")
-    pairs = Table(title="final latent distance to the goal (visual MSE + alpha x proprio MSE of the last predicted "
-                        "frame)", title_justify="left")
-    for col in ("episode", "start->goal", "planned", "oracle", "mean", "random", "ok", "s"):
-        pairs.add_column(col, justify="right", no_wrap=True)
-    for r in report.pairs:
-        d = r.distance
-        pairs.add_row(str(r.episode), f"{r.start}->{r.goal}", f"{d['planned']:.3g}", f"{d['oracle']:.3g}",
-                      f"{d['mean']:.3g}", f"{d['random']:.3g}", "yes" if r.success else "no", f"{r.seconds:.1f}")
-    console.print(pairs)
+    who = ("planned", "oracle", "mean", "random")
+    if report.measured:
+        pairs = Table(title=f"where the actions put the EE: distance to the goal's EE position (cm); success within "
+                            f"{100 * report.success_radius:g} cm", title_justify="left")
+        for col in ("episode", "start->goal", *who, "ok", "s"):
+            pairs.add_column(col, justify="right", no_wrap=True)
+        for r in report.pairs:
+            pairs.add_row(str(r.episode), f"{r.start}->{r.goal}", *(f"{100 * r.ee_error[k]:.1f}" for k in who),
+                          "yes" if r.success["planned"] else "no", f"{r.seconds:.1f}")
+        console.print(pairs)
     means = Table(title=f"means over {s['pairs']} pairs", title_justify="left",
-                  caption="oracle: the logged actions; mean: the training mean action; random: uniform in the bounds",
+                  caption="oracle: the logged actions; mean: the training mean action; random: uniform in the bounds. "
+                          "Latent distances are the model's own view (diagnostics: a plan can fool the model)",
                   caption_justify="left")
     for col in ("", "planned", "oracle", "mean", f"random ({report.random_samples})"):
         means.add_column(col, justify="right", no_wrap=True)
-    for key, label in (("distance", "final distance"), ("visual", "  visual"), ("proprio", "  proprio")):
-        means.add_row(label, *(f"{s[key][k]:.4g}" for k in ("planned", "oracle", "mean", "random")))
+    if report.measured:
+        means.add_row("success rate", *(f"{s['success_rate'][k]:.2f}" for k in who))
+        means.add_row("EE distance (cm)", *(f"{100 * s['ee_error'][k]:.2f}" for k in who))
+    for key, label in (("distance", "latent distance"), ("visual", "  visual"), ("proprio", "  proprio")):
+        means.add_row(label, *(f"{s[key][k]:.4g}" for k in who))
     console.print(means)
-    console.print(f"success (planned distance <= {report.success_factor:g} x oracle): {s['successes']}/{s['pairs']} "
-                  f"({100 * s['success_rate']:.0f}%); time per plan {s['seconds_per_plan']:.2f} s "
-                  f"(min {s['seconds_min']:.2f}, max {s['seconds_max']:.2f})")
+    if report.measured:
+        console.print(f"success (the plan's EE within {100 * report.success_radius:g} cm of the goal's): "
+                      f"{s['successes']}/{s['pairs']} ({100 * s['success_rate']['planned']:.0f}%); time per plan "
+                      f"{s['seconds_per_plan']:.2f} s (min {s['seconds_min']:.2f}, max {s['seconds_max']:.2f})")
     errors = Table(title="raw actions against the logged ones: mean absolute error", title_justify="left")
     for col in ("field", "unit", "planned", "mean", "planned, last", "mean, last"):
         errors.add_column(col, justify="right", no_wrap=True)
@@ -286,3 +292,30 @@ def print_plan_eval(report) -> None:
     warned = sorted({w for r in report.pairs for w in r.warnings})
     for w in warned[:10]:
         console.print(f"  [yellow]warning:[/] {escape(w)}")
+
+
+def print_closed_loop(report) -> None:
+    """The table of a `ClosedLoopReport` (fcs_train.planning.closed_loop): one row per planner and baseline."""
+    world = report.world
+    console.print(f"[bold]plan-eval --closed-loop[/] {escape(report.checkpoint)}: {len(report.seeds)} episodes of "
+                  f"the {world['layout']} world (dataset seed {world['dataset_seed']}), goal {world['goal_steps']} "
+                  f"logged steps ahead, up to {report.max_steps} MPC steps of {report.raw_actions_per_step} raw "
+                  f"action(s); success: the EE (and a moved cube) within {100 * world['success_radius']:g} cm")
+    for note in report.notes:
+        console.print(f"  note: {escape(note)}")
+    s = report.summary()
+    table = Table(title="closed loop: success is the world's verdict", title_justify="left",
+                  caption=f"FLOPs counted with FlopCounterMode (attention included); x: against {report.reference}",
+                  caption_justify="left")
+    for col in ("controller", "success", "EE cm", "steps", "s/plan", "GFLOP/plan", "x FLOPs"):
+        table.add_column(col, justify="left" if col == "controller" else "right", no_wrap=True)
+    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    for name, row in s.items():
+        gflop = None if row["flops_per_plan"] is None else row["flops_per_plan"] / 1e9
+        table.add_row(name, f"{row['successes']}/{row['episodes']} ({100 * row['success_rate']:.0f}%)",
+                      fmt(100 * row["final_ee_distance"], ".1f"), fmt(row["steps_to_success"], ".1f"),
+                      fmt(row["seconds_per_plan"], ".2f"), fmt(gflop, ".3g"), fmt(row["flops_vs_reference"], ".3f"))
+    console.print(table)
+    console.print("EE cm: final distance to the goal's EE position; steps: MPC steps to success (mean over successes)")
+    for name, what in report.controllers.items():
+        console.print(f"  {name}: {escape(what)}")

@@ -33,7 +33,7 @@ from fcs_data.sources.naming import episode_dir_name, step_file_name
 from fcs_data.synth.kinematics import Trajectory, pick_and_place
 from fcs_data.synth.render import Renderer
 
-__all__ = ["SynthEpisode", "logger_family", "synth_episode", "synthesize"]
+__all__ = ["SynthEpisode", "dataset_renderers", "episode_trajectory", "logger_family", "scripted_actions", "synth_episode", "synthesize"]
 
 
 @dataclass(frozen=True)
@@ -120,8 +120,11 @@ def _phases(ee: np.ndarray, closed: np.ndarray) -> list[str]:
     return names
 
 
-def synth_episode(layout: Layout, length: int, seed: int, index: int, renderers: dict[str, Renderer]) -> SynthEpisode:
-    """Episode `index` of a dataset seeded with `seed` (independent of how many episodes are made)."""
+def episode_trajectory(layout: Layout, length: int, seed: int, index: int
+                       ) -> tuple[Trajectory, np.ndarray, np.random.Generator]:
+    """The scripted motion behind episode `index` of a dataset seeded with `seed`: the dense trajectory,
+    the dense steps the logger observed `(length,)` (every step for v1/min, one per primitive, the
+    keyframes), and the episode's generator, positioned where the renderer's noise draws begin."""
     rng = _episode_rng(seed, index)
     family = logger_family(layout)
     dense_len = length if family in ("v1", "min") else length * int(rng.integers(4, 7))
@@ -133,6 +136,29 @@ def synth_episode(layout: Layout, length: int, seed: int, index: int, renderers:
         idx = np.rint(np.linspace(0, dense_len - 1, length + 1)).astype(np.int64)[:-1]
     else:
         idx = np.arange(dense_len)
+    return traj, idx, rng
+
+
+def dataset_renderers(seed: int, size: int, cameras: list[str]) -> dict[str, Renderer]:
+    """The renderers of a dataset seeded with `seed`: one per camera, each with the dataset's own table
+    texture (so a scene rendered later, e.g. by the closed-loop world, looks like the dataset's frames)."""
+    return {name: Renderer(size, np.random.default_rng([seed, 2**32, i]), camera=name) for i, name in enumerate(cameras)}
+
+
+def scripted_actions(layout: Layout, traj: Trajectory, idx: np.ndarray) -> np.ndarray:
+    """`(len(idx), action_dim)` float64: the actions the logger of `layout` records for the observed steps
+    `idx` of `traj`, in the layout's alignment (v1: joint and finger targets of the next step; segment
+    layouts: EE start/end positions and gripper commands between consecutive observations)."""
+    if logger_family(layout) == "v1":
+        return _v1_arrays(traj)[1][idx].astype(np.float64)
+    closed = (traj.finger_cmd[idx] == 0).astype(np.float64)
+    return _segment_actions(traj.ee_pos[idx], closed, layout)
+
+
+def synth_episode(layout: Layout, length: int, seed: int, index: int, renderers: dict[str, Renderer]) -> SynthEpisode:
+    """Episode `index` of a dataset seeded with `seed` (independent of how many episodes are made)."""
+    family = logger_family(layout)
+    traj, idx, rng = episode_trajectory(layout, length, seed, index)
     colors = {}
     for name, renderer in renderers.items():
         renderer.rng = rng
@@ -149,7 +175,7 @@ def synth_episode(layout: Layout, length: int, seed: int, index: int, renderers:
         state, action = _v1_arrays(traj)
     else:
         state = _eef_states(traj, idx, layout)
-        action = _segment_actions(traj.ee_pos[idx], closed, layout)
+        action = scripted_actions(layout, traj, idx)
         action = action.astype(np.float64 if family in ("min", "keyframe") else np.float32)
         info["step"] = np.arange(length)
     if family == "keyframe":
@@ -160,7 +186,7 @@ def synth_episode(layout: Layout, length: int, seed: int, index: int, renderers:
         info |= {"phase": np.array(["pick" if t < length // 2 else "place" for t in range(length)]),
                  "primitive_name": np.array(_phases(ee, closed)),
                  "primitive_type": np.array(["cartesian"] * length),
-                 "n_steps": np.diff(np.append(idx, dense_len)).astype(np.int64),
+                 "n_steps": np.diff(np.append(idx, len(traj.q))).astype(np.int64),
                  "movement_distance": np.linalg.norm(ee[nxt] - ee, axis=1)}
     yaw = np.zeros((len(idx), traj.cubes.shape[1], 1))
     cubes = np.concatenate([traj.cubes[idx], yaw], axis=2)
@@ -264,8 +290,7 @@ def synthesize(
     if layout.sources.kind == "per_step_h5" and obs.color_dataset is None and obs.fused is None:
         raise ValueError(f"synth writes per-step loggers with a color dataset; layout {layout.name} has none")
     size = obs.height
-    renderers = {name: Renderer(size, np.random.default_rng([seed, 2**32, i]), camera=name)
-                 for i, name in enumerate(cameras)}
+    renderers = dataset_renderers(seed, size, cameras)
     states = np.zeros((episodes, t_max, layout.state_dim), np.float32)
     actions = np.zeros((episodes, t_max, layout.action_dim), np.float32)
     for i, length in enumerate(lengths):

@@ -151,6 +151,7 @@ class Trajectory:
     cube_colors: np.ndarray  # (n_cubes, 3) uint8
     target: np.ndarray  # (3,) where the grasped cube is placed
     grasped: int  # index of the carried cube
+    yaw: float = 0.0  # the hand's rotation about world z at every waypoint (rad)
 
     @property
     def ee_pos(self) -> np.ndarray:
@@ -233,4 +234,5 @@ def pick_and_place(length: int, rng: np.random.Generator, dt: float = 1 / 60) ->
         cube_colors=_COLORS[rng.permutation(len(_COLORS))[:n_cubes]],
         target=target,
         grasped=grasped,
+        yaw=yaw,
     )

@@ -133,20 +133,25 @@ class Renderer:
             self._draw_link(draw, base, base + 0.045 * hand_z, 0.009, (210, 210, 214))
 
     def frame(self, traj: Trajectory, t: int) -> np.ndarray:
+        """Step `t` of a trajectory, `(size, size, 3)` uint8 RGB."""
+        return self.draw(traj.frames[t], traj.cubes[t], traj.cube_colors, float(traj.gripper[t]))
+
+    def draw(self, frames: np.ndarray, cubes: np.ndarray, cube_colors: np.ndarray, opening: float) -> np.ndarray:
+        """One `(size, size, 3)` uint8 RGB frame of a scene: the arm's joint frames `(9, 4, 4)` (from
+        `forward_kinematics`), cube centres `(n, 3)`, their colours `(n, 3)` uint8 and the finger opening
+        (m). Draws sensor noise from `self.rng` (the synthetic datasets and the closed-loop world share it)."""
         img = self.background.copy()
         draw = ImageDraw.Draw(img)
-        frames = traj.frames[t]
         arm_depth = float(self.camera.project(frames[-1, :3, 3])[1])
-        cubes = traj.cubes[t]
         depths = self.camera.project(cubes)[1]
         order = np.argsort(-depths)
         behind = [i for i in order if depths[i] > arm_depth]
         front = [i for i in order if depths[i] <= arm_depth]
         for i in behind:
-            self._draw_cube(draw, cubes[i], traj.cube_colors[i])
-        self._draw_arm(draw, frames, float(traj.gripper[t]))
+            self._draw_cube(draw, cubes[i], cube_colors[i])
+        self._draw_arm(draw, frames, opening)
         for i in front:
-            self._draw_cube(draw, cubes[i], traj.cube_colors[i])
+            self._draw_cube(draw, cubes[i], cube_colors[i])
         out = np.asarray(img, dtype=np.uint8)
         if self.noise:
             noise = self.rng.integers(0, 2 * self.noise + 1, size=out.shape, dtype=np.uint8)

@@ -13,12 +13,13 @@ from fcs_data._lazy import lazy_exports
 _EXPORTS = {
     "ActionSpace": "fcs_train.planning.space",
     "Objective": "fcs_train.planning.objective",
-    "PlanCancelled": "fcs_train.planning.bundle",
+    "PlanCancelled": "fcs_train.planning.errors",
     "PlanConfig": "fcs_train.planning.config",
-    "PlanInputError": "fcs_train.planning.bundle",
+    "PlanFailed": "fcs_train.planning.errors",
+    "PlanInputError": "fcs_train.planning.errors",
     "PlanResult": "fcs_train.planning.mpc",
     "Planner": "fcs_train.planning.mpc",
-    "PlanningError": "fcs_train.planning.bundle",
+    "PlanningError": "fcs_train.planning.errors",
     "PlanningModel": "fcs_train.planning.bundle",
     "load_plan_config": "fcs_train.planning.config",
     "load_planning_model": "fcs_train.planning.bundle",
@@ -28,14 +29,9 @@ __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
-    from fcs_train.planning.bundle import (
-        PlanCancelled,
-        PlanInputError,
-        PlanningError,
-        PlanningModel,
-        load_planning_model,
-    )
+    from fcs_train.planning.bundle import PlanningModel, load_planning_model
     from fcs_train.planning.config import PlanConfig, load_plan_config
+    from fcs_train.planning.errors import PlanCancelled, PlanFailed, PlanInputError, PlanningError
     from fcs_train.planning.mpc import Planner, PlanResult
     from fcs_train.planning.objective import Objective
     from fcs_train.planning.space import ActionSpace

@@ -18,27 +18,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from fcs_data.errors import FcsError
 from fcs_data.schemas import Layout
 from fcs_data.schemas.store import ArrayStats
 from fcs_data.stats import Normalizer, normalize
 from fcs_data.store import Store
 from fcs_train.checkpoint import StoreRef, load_world_model
 from fcs_train.models import VWorldModel, to_model_input
+from fcs_train.planning.errors import PlanCancelled, PlanInputError, PlanningError
+
+__all__ = ["PlanCancelled", "PlanInputError", "PlanningError", "PlanningModel", "load_planning_model"]
 
 CHANNEL_ORDERS = ("RGB", "BGR")
-
-
-class PlanningError(FcsError):
-    """Planning cannot start: the checkpoint, the store or the settings do not fit together."""
-
-
-class PlanInputError(PlanningError):
-    """An observation, goal or executed action the planner refuses; it says which field and why."""
-
-
-class PlanCancelled(FcsError):
-    """The plan was cancelled (a client left, or it ran past its time limit)."""
 
 
 @dataclass
@@ -132,20 +122,22 @@ class PlanningModel:
                     "swapped: is it BGR? (say channel_order='BGR' and it is converted)"]
         return []
 
-    def proprio_input(self, proprio: Any, what: str = "proprio") -> np.ndarray:
-        """`(P,)` raw proprio (e.g. the EE position in m), finite, as float64."""
-        try:
-            arr = np.asarray(proprio, dtype=np.float64)
-        except (TypeError, ValueError) as e:
-            raise PlanInputError(f"{what}: not a numeric array: {e}") from None
+    def proprio_input(self, proprio: Any, what: str = "proprio", range_factor: float | None = None) -> np.ndarray:
+        """`(P,)` raw proprio (e.g. the EE position in m), real, finite, as float64; with `range_factor`,
+        inside the training range widened that many times about its centre (`training_range`)."""
+        arr = _real_array(proprio, what)
         p = self.proprio_dim
+        field_ = self.layout.state_field(self.layout.proprio)
         if arr.shape != (p,):
-            field_ = self.layout.state_field(self.layout.proprio)
             raise PlanInputError(f"{what}: shape {tuple(arr.shape)}, expected ({p},): the state field "
                                  f"{field_.name} [{field_.unit}] this model was trained with")
         if not np.isfinite(arr).all():
             raise PlanInputError(f"{what}: holds {arr[~np.isfinite(arr)][0]} at dim "
                                  f"{int(np.flatnonzero(~np.isfinite(arr))[0])}")
+        if range_factor is not None:
+            lo, hi = training_range(self.proprio_stats, range_factor)
+            names = [f"{field_.name}[{i}]" for i in range(p)]
+            _check_range(arr[None], lo, hi, names, field_.unit, what, range_factor)
         return arr
 
     def proprio_warnings(self, raw: np.ndarray, what: str, ood_sigma: float) -> list[str]:
@@ -165,12 +157,11 @@ class PlanningModel:
                        "dominates the cost")
         return out
 
-    def actions_input(self, actions: Any, what: str = "executed_actions") -> np.ndarray:
-        """`(k, A)` raw actions, finite, as float64 (a single action `(A,)` is one row)."""
-        try:
-            arr = np.asarray(actions, dtype=np.float64)
-        except (TypeError, ValueError) as e:
-            raise PlanInputError(f"{what}: not a numeric array: {e}") from None
+    def actions_input(self, actions: Any, what: str = "executed_actions", range_factor: float | None = None
+                      ) -> np.ndarray:
+        """`(k, A)` raw actions, real, finite, as float64 (a single action `(A,)` is one row); with
+        `range_factor`, inside the training range widened that many times about its centre."""
+        arr = _real_array(actions, what)
         if arr.ndim == 1:
             arr = arr[None]
         a = self.action_dim
@@ -181,6 +172,10 @@ class PlanningModel:
         if not np.isfinite(arr).all():
             row, col = (int(v) for v in np.argwhere(~np.isfinite(arr))[0])
             raise PlanInputError(f"{what}: row {row} dim {col} is {arr[row, col]}")
+        if range_factor is not None:
+            lo, hi = training_range(self.action_stats, range_factor)
+            names = [f"{f.name}[{j}]" if f.width > 1 else f.name for f in self.layout.action for j in range(f.width)]
+            _check_range(arr, lo, hi, names, None, what, range_factor)
         return arr
 
     def normalize_proprio(self, raw: np.ndarray) -> torch.Tensor:
@@ -203,6 +198,40 @@ class PlanningModel:
             "num_hist": self.num_hist,
             "decoder": self.decoder_trained,
         }
+
+
+def _real_array(value: Any, what: str) -> np.ndarray:
+    """`value` as float64, refusing what is not real numbers (complex, booleans, strings, objects)."""
+    try:
+        arr = np.asarray(value)
+    except Exception as e:  # ragged nested lists, objects numpy cannot read
+        raise PlanInputError(f"{what}: not a numeric array ({type(value).__name__}): {e}") from None
+    if arr.dtype.kind not in "iuf":
+        kind = {"c": "complex", "b": "boolean", "O": "object", "U": "string", "S": "bytes"}.get(arr.dtype.kind,
+                                                                                               str(arr.dtype))
+        raise PlanInputError(f"{what}: {kind} values (dtype {arr.dtype}); send real numbers (float32 or float64)")
+    return arr.astype(np.float64)
+
+
+def training_range(stats: ArrayStats, factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """`(lo, hi)` per dim: the training min..max widened `factor` times about its centre (a dim that
+    never varied gets a half width of 1e-3 raw units)."""
+    lo, hi = np.asarray(stats.min, np.float64), np.asarray(stats.max, np.float64)
+    centre, half = (lo + hi) / 2, np.maximum((hi - lo) / 2, 1e-3)
+    return centre - factor * half, centre + factor * half
+
+
+def _check_range(arr: np.ndarray, lo: np.ndarray, hi: np.ndarray, names: list[str], unit: str | None, what: str,
+                 factor: float) -> None:
+    """Refuse the first value of `arr (k, D)` outside `[lo, hi]`, naming the row, the dim and the range."""
+    bad = np.argwhere((arr < lo) | (arr > hi))
+    if len(bad):
+        row, col = (int(v) for v in bad[0])
+        at = f"row {row} " if len(arr) > 1 else ""
+        u = f" {unit}" if unit else ""
+        raise PlanInputError(f"{what}: {at}{names[col]} = {arr[row, col]:.6g}{u} is outside {lo[col]:.4g}..{hi[col]:.4g}"
+                             f"{u}, {factor:g} x the training range about its centre: not a value of the data this "
+                             "model was trained on (wrong units, an environment offset, garbage?)")
 
 
 def _fmt(values: np.ndarray) -> str:

@@ -2,17 +2,21 @@
 
 For N (start, goal) pairs `horizon` planning steps apart in validation episodes, the planner gets
 the start observation (with the `num_hist - 1` earlier frames and the logged actions between them,
-as in MPC) and the goal observation, and plans. Each plan is compared, in the model's own terms,
-with three other action sequences from the same context:
+as in MPC) and the goal observation, and plans. Each plan is compared with three other action
+sequences from the same context:
 
 - oracle: the logged actions that really led from start to goal;
 - mean: the training mean action at every step;
-- random: sequences drawn uniformly inside the planner's bounds (their mean distance).
+- random: sequences drawn uniformly inside the planner's bounds.
 
-The distance is the cost without horizon weighting: the final predicted frame's visual embedding
-MSE to the goal + alpha x the proprio embedding MSE. A pair succeeds when the plan's distance is at
-most `success_factor` x the oracle's. The planned raw actions are compared with the logged ones per
-action field (positions in mm), beside the same error of the mean action.
+Success is decided outside the model, on where the actions put the end effector: the last EE
+position a sequence commands (the end of its last segment for EE-segment actions; the Panda's
+forward kinematics of its last joint target for v1 actions, checked against the data first) within
+`success_radius` of the goal's logged EE position. The oracle is the sanity check of that
+measure; the mean and random baselines can lose, and usually do. The model's own latent distance
+(final predicted frame's visual embedding MSE to the goal + alpha x the proprio embedding MSE) stays
+as a diagnostic only: a plan can reach a small latent distance by fooling the model. The closed
+loop (`closed_loop.py`) is the measure that counts.
 """
 
 from __future__ import annotations
@@ -29,24 +33,33 @@ import torch
 from fcs_data.splits import split_episodes
 from fcs_data.store import open_store
 from fcs_data.windows import WindowDataset
-from fcs_train.planning.bundle import PlanningError, PlanningModel
+from fcs_train.planning.bundle import PlanningModel
+from fcs_train.planning.errors import PlanningError
 from fcs_train.planning.mpc import Planner
+from fcs_train.planning.reach import commanded_ee, reach_kind
 
 BASELINES = ("planned", "oracle", "mean", "random")
 
 
 @dataclass
 class PairResult:
+    """One (start, goal) pair. ee_error: per BASELINES, the distance (m) from the EE position the actions
+    command last to the goal's logged EE position (random: the mean over the random sequences);
+    success: 1/0 per BASELINES (random: the fraction of random sequences) within the success radius;
+    None where the layout's actions do not say where the EE goes. distance/visual/proprio: the model's
+    latent distances of the final predicted frame (diagnostics)."""
+
     episode: int
     start: int
     goal: int
     context_frames: int
-    distance: dict[str, float]  # per BASELINES: final-frame visual + alpha * proprio
+    ee_error: dict[str, float] | None
+    success: dict[str, float] | None
+    distance: dict[str, float]
     visual: dict[str, float]
     proprio: dict[str, float]
     action_error: dict[str, dict[str, float]]  # planned / mean -> field -> mean abs error (display unit)
     final_action_error: dict[str, dict[str, float]]  # the same for the last raw action of the plan
-    success: bool
     seconds: float
     iterations: int
     warnings: list[str] = field(default_factory=list)
@@ -61,14 +74,19 @@ class EvalReport:
     episodes_are: str
     config: dict[str, Any]
     solver: str
-    success_factor: float
+    success_radius: float
     random_samples: int
     units: dict[str, str]
     pairs: list[PairResult]
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def measured(self) -> bool:
+        """Whether success could be measured (the actions say where the EE goes)."""
+        return all(p.success is not None for p in self.pairs) and bool(self.pairs)
+
     def summary(self) -> dict[str, Any]:
-        """Means over the pairs of every figure, the success rate and the time per plan."""
+        """Means over the pairs of every figure, the success rate of each BASELINES entry and the time per plan."""
         p = self.pairs
         mean = lambda values: float(np.mean(values)) if len(values) else float("nan")  # noqa: E731
         out: dict[str, Any] = {
@@ -76,8 +94,9 @@ class EvalReport:
             "distance": {k: mean([r.distance[k] for r in p]) for k in BASELINES},
             "visual": {k: mean([r.visual[k] for r in p]) for k in BASELINES},
             "proprio": {k: mean([r.proprio[k] for r in p]) for k in BASELINES},
-            "success_rate": mean([float(r.success) for r in p]),
-            "successes": sum(r.success for r in p),
+            "success_rate": {k: mean([r.success[k] for r in p]) for k in BASELINES} if self.measured else None,
+            "ee_error": {k: mean([r.ee_error[k] for r in p]) for k in BASELINES} if self.measured else None,
+            "successes": int(sum(r.success["planned"] for r in p)) if self.measured else None,
             "seconds_per_plan": mean([r.seconds for r in p]),
             "seconds_min": min((r.seconds for r in p), default=float("nan")),
             "seconds_max": max((r.seconds for r in p), default=float("nan")),
@@ -118,7 +137,7 @@ def choose_pairs(lengths: dict[int, int], n: int, *, horizon: int, frameskip: in
 
 
 def evaluate_planning(planner: Planner, store: str | Path, *, pairs: int = 8, seed: int = 0,
-                      success_factor: float = 1.5, random_samples: int = 64, out_dir: str | Path | None = None,
+                      success_radius: float = 0.05, random_samples: int = 64, out_dir: str | Path | None = None,
                       episodes: list[int] | None = None,
                       progress: Callable[[int, int], None] | None = None) -> EvalReport:
     """Plan for `pairs` (start, goal) pairs of `store`'s validation episodes (see the module docstring).
@@ -154,17 +173,26 @@ def evaluate_planning(planner: Planner, store: str | Path, *, pairs: int = 8, se
     for i, (episode, start) in enumerate(picked):
         if progress:
             progress(i, len(picked))
-        results.append(_evaluate_pair(planner, ds, episode, start, success_factor, random_samples, seed + i, out))
+        results.append(_evaluate_pair(planner, ds, episode, start, success_radius, random_samples, seed + i, out))
     if progress:
         progress(len(picked), len(picked))
     units = {name: unit for name, (unit, _) in _units(bundle).items()}
+    kind = reach_kind(bundle.layout)
+    if kind is None:
+        notes.append(f"{bundle.layout.name}'s actions do not say where the EE goes: success is not measured offline "
+                     "(the closed loop measures it)")
+    elif kind == "joint" and results and np.median([r.ee_error["oracle"] for r in results]) > success_radius / 5:
+        notes.append("the Panda's forward kinematics of the logged joint targets do not land on the logged EE "
+                     "positions (another robot, or a base offset): success is not measured offline")
+        for r in results:
+            r.ee_error = r.success = None
     return EvalReport(checkpoint=str(bundle.checkpoint), store=str(opened.path), episodes=chosen.tolist(),
                       episodes_are=what, config=cfg.model_dump(mode="json"), solver=cfg.describe_solver(),
-                      success_factor=success_factor,
+                      success_radius=success_radius,
                       random_samples=random_samples, units=units, pairs=results, notes=notes)
 
 
-def _evaluate_pair(planner: Planner, ds: WindowDataset, episode: int, start: int, success_factor: float,
+def _evaluate_pair(planner: Planner, ds: WindowDataset, episode: int, start: int, success_radius: float,
                    random_samples: int, seed: int, out: Path | None) -> PairResult:
     bundle, cfg, space = planner.bundle, planner.config, planner.space
     fs, a, horizon = bundle.frameskip, bundle.action_dim, cfg.horizon
@@ -193,7 +221,16 @@ def _evaluate_pair(planner: Planner, ds: WindowDataset, episode: int, start: int
         d = {k: v.cpu().numpy() for k, v in planner.objective.distance(candidates).items()}
     pick = lambda v: {"planned": float(v[0]), "oracle": float(v[1]), "mean": float(v[2]),  # noqa: E731
                       "random": float(v[3:].mean())}
-    mean_raw = space.to_raw(candidates[2]).cpu().numpy()
+    raw = space.to_raw(candidates).cpu().numpy()  # (3 + random, H * fs, A)
+    mean_raw = raw[2]
+    reached = commanded_ee(bundle.layout, raw)
+    ee_error = success = None
+    if reached is not None:
+        err = np.linalg.norm(reached - proprio[-1], axis=-1)
+        ee_error = {"planned": float(err[0]), "oracle": float(err[1]), "mean": float(err[2]),
+                    "random": float(err[3:].mean())}
+        ok = (err <= success_radius).astype(np.float64)
+        success = {"planned": float(ok[0]), "oracle": float(ok[1]), "mean": float(ok[2]), "random": float(ok[3:].mean())}
     png = None
     if out is not None:
         png = str(_save_pair_png(planner, candidates[:1], w["visual"], n, out / f"pair_{episode:04d}_{start:04d}.png"))
@@ -204,7 +241,7 @@ def _evaluate_pair(planner: Planner, ds: WindowDataset, episode: int, start: int
                       "mean": _field_errors(mean_raw, logged, bundle)},
         final_action_error={"planned": _field_errors(result.plan[-1], logged[-1], bundle),
                             "mean": _field_errors(mean_raw[-1], logged[-1], bundle)},
-        success=bool(d["total"][0] <= success_factor * d["total"][1]), seconds=result.seconds,
+        ee_error=ee_error, success=success, seconds=result.seconds,
         iterations=result.iterations, warnings=sorted(set(warnings)), png=png)
 
 

@@ -15,6 +15,11 @@ exactly the raw actions executed, its tail repeating the last planned action (ne
 would be the training mean action only by accident). Every plan runs in `eval()` under
 `torch.no_grad()` (the gradient solver's action tensor excepted) and is deterministic under
 `PlanConfig.seed`: the i-th plan after a reset draws from a generator seeded with (seed, i).
+
+A request that fails (a refused input, a plan that finds nothing finite, a cancelled plan) leaves the
+planner as it was: the goal, the history and the warm start change only when a request succeeds.
+Each plan reports its FLOPs, counted (`flops.py`): the candidates its solver evaluated and the
+encoding of its observation.
 """
 
 from __future__ import annotations
@@ -29,10 +34,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fcs_train.planning.bundle import PlanInputError, PlanningModel, load_planning_model
+from fcs_train.planning.bundle import PlanningModel, load_planning_model
 from fcs_train.planning.config import PlanConfig
+from fcs_train.planning.errors import PlanInputError
+from fcs_train.planning.flops import RolloutFlops, count_flops
+from fcs_train.planning.icem import icem
 from fcs_train.planning.objective import Objective
-from fcs_train.planning.solvers import SolverResult, cem, gradient_descent
+from fcs_train.planning.solvers import SolverResult, cem, cem_gd, gradient_descent
 from fcs_train.planning.space import ActionSpace
 
 
@@ -51,6 +59,9 @@ class PlanResult:
     context_frames: int
     warnings: list[str] = field(default_factory=list)
     trace: list[tuple[int, float]] = field(default_factory=list)
+    grad_rollouts: int = 0
+    flops: float = 0.0
+    warm: bool = False
 
 
 @dataclass
@@ -70,6 +81,8 @@ class Planner:
         self.objective = Objective(self.model, alpha=cfg.alpha, horizon_weighting=cfg.horizon_weighting,
                                    max_batch=cfg.max_batch, autocast=bundle.autocast)
         self._goal: dict[str, torch.Tensor] | None = None
+        self.rollout_flops = RolloutFlops()
+        self._encode_flops: float | None = None
         self.reset()
 
     @classmethod
@@ -85,20 +98,26 @@ class Planner:
         Returns warnings about the goal (proprio out of the training distribution, naming the dims;
         all-zero proprio; a scene unlike training; a frame that looks BGR).
         """
+        z, warnings = None, []
+        if goal_image is not None or goal_proprio is not None:
+            if goal_image is None or goal_proprio is None:
+                raise PlanInputError("a goal needs both an image and a proprio")
+            z, _, warnings = self._encode(goal_image, goal_proprio, channel_order, "goal")  # may refuse: nothing changed
         self._frames: list[_Frame] = []
         self._executed: list[torch.Tensor] = []  # (fs * A,) normalised, between consecutive frames
         self._plan: torch.Tensor | None = None  # (H, fs * A) normalised, the last plan
         self._returned: np.ndarray | None = None  # raw actions the last plan returned, not yet accounted for
         self._plans = 0
-        if goal_image is None and goal_proprio is None:
-            self._goal = None
-            return []
-        if goal_image is None or goal_proprio is None:
-            raise PlanInputError("a goal needs both an image and a proprio")
-        z, _, warnings = self._encode(goal_image, goal_proprio, channel_order, "goal")
         self._goal = z
-        self.objective.set_goal(z)
+        if z is not None:
+            self.objective.set_goal(z)
         return warnings
+
+    def _snapshot(self) -> tuple:
+        return (list(self._frames), list(self._executed), self._plan, self._returned, self._plans)
+
+    def _restore(self, snapshot: tuple) -> None:
+        self._frames, self._executed, self._plan, self._returned, self._plans = snapshot
 
     @property
     def has_goal(self) -> bool:
@@ -112,20 +131,28 @@ class Planner:
                 ) -> tuple[dict[str, torch.Tensor], np.ndarray, list[str]]:
         b, cfg = self.bundle, self.config
         x, warnings = b.image_input(image, channel_order, f"{what} image")
-        raw = b.proprio_input(proprio, f"{what} proprio")
+        raw = b.proprio_input(proprio, f"{what} proprio", cfg.input_range)
         warnings += b.proprio_warnings(raw, f"{what} proprio", cfg.ood_sigma)
         self.model.eval()
-        with torch.no_grad(), b.autocast():
-            z = self.model.encode_obs({"visual": x, "proprio": b.normalize_proprio(raw)})
-            z = {k: v.float() for k, v in z.items()}
-            if b.decoder_trained:
-                (decoded, _), reference = self.model.decode_obs(z), b.recon_reference
-                error = float(F.mse_loss(decoded["visual"].float(), x))
-                if reference and error > cfg.scene_check_factor * reference:
-                    warnings.append(f"{what} image: its reconstruction error {error:.3g} is {error / reference:.0f}x "
-                                    f"the training frames' ({reference:.3g}): the scene (lighting, camera, colours) "
-                                    "differs from training, and the model's predictions from it cannot be trusted")
+        p = b.normalize_proprio(raw)
+        if self._encode_flops is None:
+            self._encode_flops = float(count_flops(lambda: self._encode_model(x, p)))
+        z, decoded = self._encode_model(x, p)
+        if decoded is not None and b.recon_reference:
+            error, reference = float(F.mse_loss(decoded, x)), b.recon_reference
+            if error > cfg.scene_check_factor * reference:
+                warnings.append(f"{what} image: its reconstruction error {error:.3g} is {error / reference:.0f}x "
+                                f"the training frames' ({reference:.3g}): the scene (lighting, camera, colours) "
+                                "differs from training, and the model's predictions from it cannot be trusted")
         return z, raw, warnings
+
+    @torch.no_grad()
+    def _encode_model(self, x: torch.Tensor, p: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """The model's part of `_encode`: embeddings, and the decoded frame for the scene check."""
+        with self.bundle.autocast():
+            z = {k: v.float() for k, v in self.model.encode_obs({"visual": x, "proprio": p}).items()}
+            decoded = self.model.decode_obs(z)[0]["visual"].float() if self.bundle.decoder_trained else None
+        return z, decoded
 
     def observe(self, image: Any, proprio: Any, executed_actions: Any = None, channel_order: str = "RGB") -> list[str]:
         """Add an observation to the history without planning (e.g. frames before the first plan).
@@ -133,13 +160,19 @@ class Planner:
         executed_actions `(k, A)` raw: what the robot executed since the previous observation; None
         means the actions the last plan returned (or, with no plan since, unknown: the context restarts).
         """
-        warnings, _ = self._observe(image, proprio, executed_actions, channel_order)
+        snapshot = self._snapshot()
+        try:
+            warnings, _ = self._observe(image, proprio, executed_actions, channel_order)
+        except BaseException:
+            self._restore(snapshot)
+            raise
         return warnings
 
     def _observe(self, image: Any, proprio: Any, executed_actions: Any, channel_order: str
                  ) -> tuple[list[str], np.ndarray]:
         b, fs = self.bundle, self.bundle.frameskip
-        executed = None if executed_actions is None else b.actions_input(executed_actions)
+        executed = None if executed_actions is None else b.actions_input(executed_actions,
+                                                                        range_factor=self.config.input_range)
         z, raw, warnings = self._encode(image, proprio, channel_order, "observation")
         if executed is None:
             executed = self._returned
@@ -188,6 +221,15 @@ class Planner:
         t0 = time.perf_counter()
         if self._goal is None:
             raise PlanInputError("no goal: call reset(goal_image, goal_proprio) (the client's set_goal) first")
+        snapshot = self._snapshot()
+        try:
+            return self._plan_step(image, proprio, executed_actions, channel_order, cancel, t0)
+        except BaseException:
+            self._restore(snapshot)  # a failed plan leaves the history and the warm start as they were
+            raise
+
+    def _plan_step(self, image: Any, proprio: Any, executed_actions: Any, channel_order: str,
+                   cancel: threading.Event | None, t0: float) -> PlanResult:
         warnings, raw = self._observe(image, proprio, executed_actions, channel_order)
         b, cfg = self.bundle, self.config
         self.model.eval()
@@ -196,9 +238,11 @@ class Planner:
                     else torch.zeros(1, 0, self.space.width, device=b.device))
         self.objective.set_context(context, executed)
         proprio_t = torch.tensor(raw, dtype=torch.float32, device=b.device)
-        start = self._plan if self._plan is not None else torch.zeros(cfg.horizon, self.space.width, device=b.device)
+        warm = self._plan is not None
+        start = self._plan if warm else torch.zeros(cfg.horizon, self.space.width, device=b.device)
         generator = torch.Generator(device=b.device).manual_seed(cfg.seed * 1_000_003 + self._plans)
-        result = self._solve(start, generator, proprio_t, cancel)
+        result = self._solve(start, generator, proprio_t, cancel, warm)
+        flops = self._flops(result, start, len(self._frames))
         plan_raw = self.space.to_raw(result.actions).detach().cpu().numpy().astype(np.float32)
         self._plan = result.actions.detach()
         self._returned = plan_raw[: cfg.execute_steps * b.frameskip]
@@ -206,14 +250,27 @@ class Planner:
         return PlanResult(actions=self._returned.copy(), plan=plan_raw, cost=result.cost,
                           seconds=time.perf_counter() - t0, iterations=result.iterations, rollouts=result.rollouts,
                           stopped=result.stopped, context_frames=len(self._frames), warnings=warnings,
-                          trace=result.trace)
+                          trace=result.trace, grad_rollouts=result.grad_rollouts, flops=flops, warm=warm)
 
     def _solve(self, start: torch.Tensor, generator: torch.Generator, proprio: torch.Tensor,
-               cancel: threading.Event | None) -> SolverResult:
-        cfg = self.config
+               cancel: threading.Event | None, warm: bool = False) -> SolverResult:
+        cfg, cost, space = self.config, self.objective.cost, self.space
         if cfg.solver == "cem":
-            return cem(self.objective.cost, self.space, start, cfg.cem, generator, proprio, cancel)
-        return gradient_descent(self.objective.cost, self.space, start, cfg.gd, generator, proprio, cancel)
+            return cem(cost, space, start, cfg.cem, generator, proprio, cancel, warm)
+        if cfg.solver == "icem":
+            return icem(cost, space, start, cfg.icem, generator, proprio, cancel, warm)
+        if cfg.solver == "cem_gd":
+            return cem_gd(cost, space, start, cfg.cem, cfg.gd, generator, proprio, cancel, warm)
+        return gradient_descent(cost, space, start, cfg.gd, generator, proprio, cancel)
+
+    def _flops(self, result: SolverResult, probe: torch.Tensor, context: int) -> float:
+        """FLOPs of this plan: its candidates' rollouts (counted per candidate once per context length)
+        and the encoding of its observation."""
+        cost, counter = self.objective.cost, self.rollout_flops
+        total = result.rollouts * counter.per_candidate(cost, probe, context)
+        if result.grad_rollouts:
+            total += result.grad_rollouts * counter.per_candidate(cost, probe, context, grad=True)
+        return total + (self._encode_flops or 0.0)
 
     def predicted_frames(self, actions: torch.Tensor) -> dict[str, torch.Tensor]:
         """The embeddings the model predicts for `actions (B, H, fs * A)` from the current context."""

@@ -4,8 +4,10 @@ Protocol (docs/PLANNING.md): on connect the server sends its metadata; then each
 request `{"cmd": ...}` gets one reply `{"ok": true, ...}` or `{"ok": false, "error": ..., "code": ...}`.
 Commands: `set_goal {image, proprio, channel_order?}`, `plan {image, proprio, executed_actions?,
 channel_order?}`, `reset`, `info`. Every message is validated (wire format, fields, image shape,
-dtype and channel order, proprio dims, finite values) and a bad one is answered with an error while
-the connection and the server stay up. Pickled messages are refused; a message over the size limit
+dtype and channel order, proprio dims, real finite values inside `input_range` x the training
+range) and a bad one is answered with a coded error (`bad_message`, `bad_request`, `plan_failed`,
+`timeout`) while the connection and the server stay up; a failed request leaves the connection's
+goal, history and warm start as they were. Pickled messages are refused; a message over the size limit
 closes that connection (WebSocket close code 1009), never the server.
 
 Each connection has its own planner state (goal, history, warm start); the model is shared and one
@@ -20,16 +22,18 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from fcs_train.planning.bundle import PlanCancelled, PlanInputError, PlanningModel
-from fcs_train.planning.client import PROTOCOL, WireError, pack, unpack
+from fcs_data._version import __version__
+from fcs_train.planning.bundle import PlanningModel
 from fcs_train.planning.config import PlanConfig
+from fcs_train.planning.errors import PlanCancelled, PlanFailed, PlanInputError
 from fcs_train.planning.mpc import Planner
+from fcs_train.planning.wire import PROTOCOL, WireError, pack, unpack
 
 log = logging.getLogger("fcs.serve")
 
@@ -53,10 +57,11 @@ def _error(message: str, code: str) -> dict[str, Any]:
 
 def _check_fields(message: dict[str, Any]) -> str:
     cmd = message.get("cmd")
-    if cmd not in FIELDS:
-        raise _Refused(f"unknown cmd {cmd!r}; commands: {', '.join(FIELDS)}", "bad_request")
+    if not isinstance(cmd, str) or cmd not in FIELDS:
+        shown = repr(cmd) if isinstance(cmd, str | int | float | bool | None) else f"of type {type(cmd).__name__}"
+        raise _Refused(f"cmd {shown}: cmd is one of the strings {', '.join(FIELDS)}", "bad_request")
     required, optional = FIELDS[cmd]
-    fields = set(message) - {"cmd"}
+    fields = {k if isinstance(k, str) else repr(k) for k in message} - {"cmd"}
     if missing := required - fields:
         raise _Refused(f"{cmd}: missing {', '.join(sorted(missing))}", "bad_request")
     if unknown := fields - required - optional:
@@ -81,8 +86,6 @@ class PlanningServer:
         self._space = Planner(bundle, config).space  # for the metadata's bounds
 
     def metadata(self) -> dict[str, Any]:
-        from fcs import __version__
-
         cfg = self.config
         return {"type": "metadata", "protocol": PROTOCOL, "fcs": __version__, **self.bundle.describe(),
                 "planner": {"solver": cfg.solver, "horizon": cfg.horizon, "execute_steps": cfg.execute_steps,
@@ -134,6 +137,7 @@ class PlanningServer:
                 log.warning("%s plan %d: %s", peer, self.plans, w)
             return {"ok": True, "actions": result.actions, "plan": result.plan, "cost": result.cost,
                     "seconds": result.seconds, "iterations": result.iterations, "rollouts": result.rollouts,
+                    "grad_rollouts": result.grad_rollouts, "flops": result.flops, "warm": result.warm,
                     "stopped": result.stopped, "context_frames": result.context_frames, "warnings": result.warnings}
         except WireError as e:
             log.warning("%s: refused a message: %s", peer, e)
@@ -144,6 +148,9 @@ class PlanningServer:
         except PlanInputError as e:
             log.warning("%s: %s", peer, e)
             return _error(str(e), "bad_request")
+        except PlanFailed as e:
+            log.warning("%s: plan failed: %s", peer, e)
+            return _error(str(e), "plan_failed")
         except Exception as e:  # the server answers and stays up, whatever went wrong
             log.exception("%s: internal error", peer)
             return _error(f"internal error ({type(e).__name__}: {e})", "internal")
@@ -170,6 +177,29 @@ class PlanningServer:
             closed.cancel()
             raise _Refused(f"the plan ran past plan_timeout = {self.plan_timeout:g} s and was cancelled; lower the "
                            "budget (cem.samples, cem.iterations) or raise --plan-timeout", "timeout")
+
+    @contextlib.contextmanager
+    def in_thread(self, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+        """Serve from a background thread (port 0: any free one); yields the URI, stops on exit."""
+        stop, ready, failed = threading.Event(), [], []
+
+        def run() -> None:
+            try:
+                asyncio.run(self.serve(host, port, stop=stop, on_ready=ready.append))
+            except BaseException as e:  # reported to the caller below
+                failed.append(e)
+
+        thread = threading.Thread(target=run, daemon=True, name="fcs-serve")
+        thread.start()
+        while not ready and thread.is_alive():
+            thread.join(0.02)
+        if not ready:
+            raise failed[0] if failed else RuntimeError("the planning server did not start")
+        try:
+            yield f"ws://{host}:{ready[0]}"
+        finally:
+            stop.set()
+            thread.join(60)
 
     async def serve(self, host: str = "127.0.0.1", port: int = 8765, *, stop: threading.Event | None = None,
                     on_ready: Callable[[int], None] | None = None) -> None:

@@ -24,8 +24,8 @@ from fcs_data.schemas import Layout
 from fcs_data.schemas.layout import VectorField
 from fcs_data.schemas.store import ArrayStats
 from fcs_data.stats import STD_EPS
-from fcs_train.planning.bundle import PlanningError
 from fcs_train.planning.config import BoundsConfig
+from fcs_train.planning.errors import PlanningError
 
 POSITION_KINDS = ("position", "position_start", "position_end")
 _DIM = re.compile(r"^([a-z][a-z0-9_]*)(?:\[(\d+)\])?$")
@@ -161,17 +161,22 @@ class ActionSpace:
         return out.reshape(x.shape)
 
     def sample(self, mu: torch.Tensor, sigma: torch.Tensor, n: int, generator: torch.Generator,
-               proprio_raw: torch.Tensor) -> torch.Tensor:
+               proprio_raw: torch.Tensor, normals: torch.Tensor | None = None) -> torch.Tensor:
         """`n` sequences `(n, H, fs * A)` from the normal `(mu, sigma)` truncated to the bounds, projected.
 
         Inverse-CDF sampling: u ~ U(Phi(a), Phi(b)), x = mu + sigma * Phi^-1(u), in float64 so a
-        tail bound does not round to 0 or 1; `mu` is clamped into the bounds first.
+        tail bound does not round to 0 or 1; `mu` is clamped into the bounds first. `normals (n, H, fs * A)`:
+        standard normal draws to use instead of independent ones (e.g. coloured noise, correlated in
+        time): u = Phi(normals) keeps their correlation and gives each sample the truncated marginal.
         """
         lo, hi = self.lo.double(), self.hi.double()
         mu = torch.clamp(mu.double(), lo, hi)
         sigma = sigma.double().clamp_min(1e-6)
         cdf_lo, cdf_hi = torch.special.ndtr((lo - mu) / sigma), torch.special.ndtr((hi - mu) / sigma)
-        u = torch.rand((n, *mu.shape), generator=generator, dtype=torch.float64, device=mu.device)
+        if normals is not None:
+            u = torch.special.ndtr(normals.to(device=mu.device, dtype=torch.float64))
+        else:
+            u = torch.rand((n, *mu.shape), generator=generator, dtype=torch.float64, device=mu.device)
         p = (cdf_lo + u * (cdf_hi - cdf_lo)).clamp(1e-15, 1 - 1e-15)
         x = torch.clamp(mu + sigma * torch.special.ndtri(p), lo, hi)
         return self.project(x.float(), proprio_raw)
