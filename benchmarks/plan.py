@@ -262,7 +262,7 @@ def compare_batching(preset: str, bundle: PlanningModel, store: Path | None, sam
 
 def closed_loop(episodes: int, train_steps: int, horizon: int, device: torch.device) -> None:
     """Every solver preset in closed loop on one trained tiny model and the same seeds (module docstring, 3)."""
-    from fcs.views import print_closed_loop
+    from fcs.cli.views import print_closed_loop
     from fcs_data.world import world_spec_from_store
     from fcs_train.planning.closed_loop import evaluate_closed_loop
 

@@ -136,3 +136,8 @@ class WrongInputError(FcsError):
     def __init__(self, path: str | Path, kind: str, expected: str, message: str):
         self.path, self.kind, self.expected = str(path), kind, expected
         super().__init__(message)
+
+
+class WorldError(FcsError, ValueError):
+    """The reference world (`fcs_data.world`) cannot be made or stepped as asked: a layout it cannot
+    speak, a store `fcs synth` did not make, a malformed action, a step before `reset()`."""

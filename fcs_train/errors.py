@@ -9,22 +9,18 @@ not need fcs installed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from fcs_data._lazy import lazy_exports
 from fcs_data.errors import FcsError
 
 _PLANNING = {
-    "PlanningError": "fcs_train.planning.bundle",
-    "PlanInputError": "fcs_train.planning.bundle",
-    "PlanCancelled": "fcs_train.planning.bundle",
+    "PlanningError": "fcs_train.planning.errors",
+    "PlanInputError": "fcs_train.planning.errors",
+    "PlanFailed": "fcs_train.planning.errors",
+    "PlanCancelled": "fcs_train.planning.errors",
     "PlannerError": "fcs_train.planning.client",
     "WireError": "fcs_train.planning.client",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _PLANNING)
-
-if TYPE_CHECKING:
-    pass
 
 
 class TrainError(FcsError):

@@ -26,6 +26,7 @@ EXAMPLES = [
                           "/d", {"franka_cube_stack_v1": "needs states.pth at the root"}),
     errors.DatasetError("/d/000001/007.h5", "eef_states", "has shape (1, 1, 1, 14)", "(1, 1, 14)"),
     errors.WrongInputError("/s.zarr", "store", "a logger dataset", "/s.zarr: this is an fcs store, not a logger dataset"),
+    errors.WorldError("layout franka_cube_stack_v1: the world renders one camera, unfused"),
     errors.ConversionRefused("/d: validation found 2 errors", ValidationReport(path="/d", kind="source", layout="v1")),
 ]
 

@@ -13,7 +13,7 @@ _EXPORTS = {
     "Physics": "fcs_data.world.scene",
     "SceneState": "fcs_data.world.scene",
     "Task": "fcs_data.world.env",
-    "WorldError": "fcs_data.world.spec",
+    "WorldError": "fcs_data.errors",
     "WorldSpec": "fcs_data.world.spec",
     "world_spec_from_store": "fcs_data.world.spec",
 }
@@ -22,6 +22,7 @@ __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
+    from fcs_data.errors import WorldError
     from fcs_data.world.env import CubeWorld, Task
     from fcs_data.world.scene import Physics, SceneState
-    from fcs_data.world.spec import WorldError, WorldSpec, world_spec_from_store
+    from fcs_data.world.spec import WorldSpec, world_spec_from_store

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from fcs_data.errors import FcsError
+from fcs_data.errors import WorldError
 from fcs_data.schemas import Layout, get_layout
 
 if TYPE_CHECKING:
@@ -23,10 +23,6 @@ if TYPE_CHECKING:
 
 EPISODE_BASE = 1_000_000  # world episodes are synthetic episodes from this index on: held out of any dataset
 SYNTH_PARAMS = ("seed", "episode", "cube_colors", "grasped_cube", "target_position")
-
-
-class WorldError(FcsError, ValueError):
-    """The world cannot be made or stepped as asked (a layout it cannot speak, a malformed action...)."""
 
 
 class WorldSpec(BaseModel):
