@@ -32,6 +32,7 @@ demo: $(STAMP)
 	$(VENV)/bin/fcs info $(DEMO)/store.zarr --preview 0 --out $(DEMO)/episode0.png
 	$(VENV)/bin/fcs train --preset tiny --set data.store=$(DEMO)/store.zarr --set train.run_dir=$(DEMO)/run
 	$(VENV)/bin/fcs plan-eval $(DEMO)/store.zarr --checkpoint $(DEMO)/run/checkpoints/latest.pt --pairs 4
+	$(VENV)/bin/fcs plan-eval $(DEMO)/store.zarr --checkpoint $(DEMO)/run/checkpoints/latest.pt --closed-loop --episodes 6 --solvers icem
 
 bench: $(STAMP)
 	$(PY) benchmarks/validate.py
