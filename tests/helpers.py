@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_pkl(path: Path):
@@ -22,6 +26,18 @@ def edit_tensor(path: Path, fn) -> None:
     """Load a .pth tensor, apply `fn` (returns the new tensor), save it back."""
     t = torch.load(path, weights_only=True)
     torch.save(fn(t), path)
+
+
+def run_python(code: str, timeout: float = 120) -> str:
+    """Run `code` in a fresh interpreter at the repository root (what it imports is its own); its stdout."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def modules_after(code: str) -> set[str]:
+    """The modules a fresh interpreter has loaded after running `code`."""
+    return set(run_python(f"{code}\nimport sys\nprint(' '.join(sys.modules))").split())
 
 
 def train_tiny(store: Path, run_dir: Path, **sets) -> Path:

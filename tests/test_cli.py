@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_python
 from typer.testing import CliRunner
 
 from fcs.cli import app, parse_episode_spec
@@ -318,13 +319,9 @@ def test_every_command_shows_examples_that_use_only_its_own_options_and_plain_me
 
 
 def test_help_and_a_train_without_a_store_answer_without_importing_torch() -> None:
-    import subprocess
-    import sys
-
     code = ("import sys; from typer.testing import CliRunner; from fcs.cli import app; r = CliRunner(); "
             "a = r.invoke(app, ['--help']); b = r.invoke(app, ['train', '--preset', 'tiny']); "
             "c = r.invoke(app, ['train', '--preset', 'tiny', 'data.store=/nonexistent']); "
             "print(a.exit_code, b.exit_code, c.exit_code, sorted(m for m in ('torch', 'h5py', 'timm') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         cwd=Path(__file__).resolve().parents[1])
-    assert out.stdout.split() == ["0", "1", "2", "[]"], out.stdout + out.stderr
+    out = run_python(code)
+    assert out.split() == ["0", "1", "2", "[]"], out

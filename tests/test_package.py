@@ -4,28 +4,19 @@ from __future__ import annotations
 
 import ast
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _modules_after(code: str) -> set[str]:
-    out = subprocess.run([sys.executable, "-c", f"{code}\nimport sys\nprint(' '.join(sys.modules))"],
-                         capture_output=True, text=True, check=True, cwd=ROOT)
-    return set(out.stdout.split())
+from helpers import ROOT, modules_after
 
 
 def test_import_fcs_data_loads_no_heavy_or_training_library() -> None:
-    loaded = _modules_after("import fcs_data")
+    loaded = modules_after("import fcs_data")
     heavy = {"h5py", "PIL", "psutil", "timm", "torchmetrics", "matplotlib", "torch", "zarr"} & loaded
     assert not heavy, f"import fcs_data imported {sorted(heavy)}"
     assert "fcs_train" not in loaded
 
 
 def test_the_read_path_and_the_validator_never_import_the_converter() -> None:
-    loaded = _modules_after("import fcs_data.store, fcs_data.windows, fcs_data.loader, fcs_data.validation")
+    loaded = modules_after("import fcs_data.store, fcs_data.windows, fcs_data.loader, fcs_data.validation")
     assert not {m for m in loaded if m.startswith("fcs_data.converters")}
     assert "fcs_train" not in loaded and "timm" not in loaded
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from helpers import run_python
 
 
 def test_the_client_imports_without_torch_or_the_rest_of_fcs():
@@ -16,6 +15,4 @@ def test_the_client_imports_without_torch_or_the_rest_of_fcs():
             "import numpy as np\n"
             "assert unpack(pack({'a': np.ones(3)}))['a'].sum() == 3\n"
             "print('ok')\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"
+    assert run_python(code).strip() == "ok"

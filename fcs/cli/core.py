@@ -26,6 +26,7 @@ from typer.exceptions import TyperException
 
 from fcs import __version__
 from fcs.cli.views import console, err_console
+from fcs_data.atomic import write_text_atomic
 from fcs_data.errors import FcsError
 
 TRAIN_EXTRAS = {"timm", "torchmetrics", "matplotlib", "torchvision", "websockets", "msgpack"}
@@ -229,7 +230,7 @@ def write_json(target: Path, text: str) -> None:
         sys.stdout.write(text.rstrip("\n") + "\n")
         sys.stdout.flush()
     else:
-        target.write_text(text.rstrip("\n") + "\n")
+        write_text_atomic(target, text.rstrip("\n") + "\n")
 
 
 def config_error(e: Exception) -> str:

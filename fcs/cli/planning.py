@@ -113,7 +113,7 @@ def _closed_loop(store: Path, checkpoint: Path, cfg, device: str, *, episodes: i
 
     from fcs_data.world import world_spec_from_store
     from fcs_train.planning.bundle import load_planning_model
-    from fcs_train.planning.closed_loop import BASELINES, evaluate_closed_loop
+    from fcs_train.planning.closed_loop import check_baselines, evaluate_closed_loop
     from fcs_train.planning.config import solver_configs
 
     names = [n.strip() for n in solvers.split(",") if n.strip()]
@@ -121,10 +121,10 @@ def _closed_loop(store: Path, checkpoint: Path, cfg, device: str, *, episodes: i
         planners = solver_configs(cfg, names)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--solvers") from e
-    chosen = tuple(b.strip() for b in baselines.split(",") if b.strip())
-    if unknown := sorted(set(chosen) - set(BASELINES)):
-        raise typer.BadParameter(f"unknown baseline(s) {', '.join(unknown)}; baselines: {', '.join(BASELINES)}",
-                                 param_hint="--baselines")
+    try:
+        chosen = check_baselines([b.strip() for b in baselines.split(",") if b.strip()])
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--baselines") from e
     bundle = load_planning_model(checkpoint, store=store, device=device, amp=cfg.amp)
     steps = goal_steps or cfg.horizon * bundle.frameskip
     try:

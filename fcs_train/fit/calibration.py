@@ -28,6 +28,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from fcs_data._cache import cache_dir
+from fcs_data.atomic import write_text_atomic
 from fcs_train.config import TrainConfig
 from fcs_train.errors import CalibrationError
 from fcs_train.fit.prediction import Prediction, predict
@@ -127,12 +128,7 @@ def calibration_path(device_name: str) -> Path:
 
 
 def save_calibration(cal: Calibration, path: Path | None = None) -> Path:
-    path = path or calibration_path(cal.device.name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(cal.model_dump_json(indent=2))
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path or calibration_path(cal.device.name), cal.model_dump_json(indent=2))
 
 
 def load_calibration(path: Path) -> Calibration:

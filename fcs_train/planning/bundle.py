@@ -238,7 +238,7 @@ def _fmt(values: np.ndarray) -> str:
     return "[" + ", ".join(f"{v:.3g}" for v in values) + "]"
 
 
-def _image_shape(layout: Layout, data: dict[str, Any]) -> tuple[int, int, int]:
+def model_image_shape(layout: Layout, data: dict[str, Any]) -> tuple[int, int, int]:
     """The frame the model takes: the first (or configured) camera, or the configured cameras fused."""
     shapes = {layout.observation.camera: (layout.observation.height, layout.observation.width)}
     shapes |= {c.name: (c.height, c.width) for c in layout.cameras}
@@ -301,7 +301,7 @@ def load_planning_model(checkpoint: str | Path, *, store: str | Path | None = No
     return PlanningModel(
         model=model.eval(), checkpoint=checkpoint, layout=layout, action_stats=normalizer.action,
         proprio_stats=normalizer.proprio, frameskip=window.frameskip, num_hist=window.num_hist,
-        image_shape=_image_shape(layout, data), device=dev, amp_dtype=amp_dtype,
+        image_shape=model_image_shape(layout, data), device=dev, amp_dtype=amp_dtype,
         recon_reference=float(recon) if recon is not None and ckpt.state.decoder_trained else None,
         image_mean=tuple(ckpt.image_stats.mean) if ckpt.image_stats else None, trained_store=ckpt.store,
         split={"split_ratio": ckpt.split.ratio, "split_seed": ckpt.split.seed} if ckpt.split else {},

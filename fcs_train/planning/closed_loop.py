@@ -33,7 +33,17 @@ from fcs_train.planning.mpc import Planner
 from fcs_train.planning.server import PlanningServer
 from fcs_train.planning.space import ActionSpace
 
-BASELINES = ("oracle", "mean", "random")
+BASELINE_DESCRIPTIONS = {"oracle": "the scripted motion that produced the goal",
+                         "mean": "the training mean action at every step",
+                         "random": "random actions inside the planner's bounds"}
+BASELINES = tuple(BASELINE_DESCRIPTIONS)
+
+
+def check_baselines(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """`names` as a tuple, or a `ValueError` naming the unknown ones and the known `BASELINES`."""
+    if unknown := sorted(set(names) - set(BASELINES)):
+        raise ValueError(f"unknown baseline(s) {', '.join(unknown)}; baselines: {', '.join(BASELINES)}")
+    return tuple(names)
 
 
 @dataclass
@@ -128,6 +138,15 @@ class ServedPlanner:
         return actions
 
 
+def _proprio(space: ActionSpace, obs: dict[str, np.ndarray]) -> torch.Tensor:
+    return torch.tensor(obs["proprio"], dtype=torch.float32, device=space.device)
+
+
+def _first_raw(space: ActionSpace, sequence: torch.Tensor, k: int) -> np.ndarray:
+    """The first `k` raw actions of a normalised `(H, fs * A)` sequence."""
+    return space.to_raw(sequence).cpu().numpy()[:k]
+
+
 class MeanAction:
     """The training mean action at every step (chained segments start at the current EE position)."""
 
@@ -138,8 +157,7 @@ class MeanAction:
         pass
 
     def act(self, obs: dict[str, np.ndarray], executed: np.ndarray | None) -> np.ndarray:
-        proprio = torch.tensor(obs["proprio"], dtype=torch.float32, device=self.space.device)
-        return self.space.to_raw(self.space.mean_sequence(proprio)).cpu().numpy()[: self.k]
+        return _first_raw(self.space, self.space.mean_sequence(_proprio(self.space, obs)), self.k)
 
 
 class RandomActions:
@@ -153,8 +171,7 @@ class RandomActions:
         self.generator.manual_seed(self.seed * 7919 + int(info["episode"]) % 1_000_003)
 
     def act(self, obs: dict[str, np.ndarray], executed: np.ndarray | None) -> np.ndarray:
-        proprio = torch.tensor(obs["proprio"], dtype=torch.float32, device=self.space.device)
-        return self.space.to_raw(self.space.uniform(1, self.generator, proprio)[0]).cpu().numpy()[: self.k]
+        return _first_raw(self.space, self.space.uniform(1, self.generator, _proprio(self.space, obs))[0], self.k)
 
 
 class ScriptedOracle:
@@ -237,13 +254,8 @@ def evaluate_closed_loop(bundle: PlanningModel, spec: WorldSpec, planners: dict[
     strip_dir = Path(out_dir) if out_dir is not None else None
     if strip_dir is not None:
         strip_dir.mkdir(parents=True, exist_ok=True)
-    unknown = set(baselines) - set(BASELINES)
-    if unknown:
-        raise ValueError(f"unknown baseline(s) {', '.join(sorted(unknown))}; baselines: {', '.join(BASELINES)}")
     controllers = {name: cfg.describe_solver() for name, cfg in planners.items()}
-    controllers |= {b: {"oracle": "the scripted motion that produced the goal",
-                        "mean": "the training mean action at every step",
-                        "random": "random actions inside the planner's bounds"}[b] for b in baselines}
+    controllers |= {b: BASELINE_DESCRIPTIONS[b] for b in check_baselines(baselines)}
     total, done, results = len(controllers) * len(seeds), 0, []
 
     def run_all(name: str, controller: Controller) -> None:

@@ -29,7 +29,7 @@ from fcs_train.checkpoint import RunState, StoreRef
 from fcs_train.config import TrainConfig, TrainSection
 from fcs_train.dist import DistInfo, mean_across
 from fcs_train.models import VWorldModel
-from fcs_train.planning.bundle import PlanningModel, _image_shape
+from fcs_train.planning.bundle import PlanningModel, model_image_shape
 from fcs_train.planning.config import PlanConfig, load_plan_config
 
 PLAN_FIGURES = ("plan_success_rate", "plan_ee_distance", "plan_closed_loop", "plan_seconds")
@@ -47,7 +47,7 @@ def training_bundle(model: VWorldModel, store: Store, normalizer: Normalizer, cf
     return PlanningModel(
         model=model, checkpoint=Path(f"<training: {cfg.train.run_dir}>"), layout=store.layout,
         action_stats=normalizer.action, proprio_stats=normalizer.proprio, frameskip=d.frameskip, num_hist=d.num_hist,
-        image_shape=_image_shape(store.layout, d.model_dump()), device=device, trained_store=StoreRef.of(store),
+        image_shape=model_image_shape(store.layout, d.model_dump()), device=device, trained_store=StoreRef.of(store),
         split={"split_ratio": d.split_ratio, "split_seed": d.split_seed}, cameras=d.cameras, fuse=d.fuse)
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from fcs_data.atomic import write_atomic
+
 TILE = 128  # px: every frame is shown at this size
 LABEL = 16  # px of label under each frame
 TITLE = 18  # px of title above the strip
@@ -28,8 +30,4 @@ def save_strip(path: Path, frames: list[np.ndarray], labels: list[str], title: s
         canvas.paste(image, (x, TITLE + pad))
         colour = (0, 110, 0) if "success" in label else (180, 0, 0) if label == "goal" else (0, 0, 0)
         draw.text((x + 2, TITLE + pad + tile + 2), label, fill=colour)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    canvas.save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
+    return write_atomic(path, lambda f: canvas.save(f, format="PNG"))
